@@ -1,0 +1,122 @@
+"""What the command path needs to know about a command and its failure.
+
+Three questions, answered cheaply: does this error say the endpoint is
+failing (and how conclusively)? Does this command block server-side (so a
+long wait is its own timeout, not a fault)? Is it safe to send again on
+another endpoint?
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import redis.exceptions as rex
+from redis.commands.cluster import READ_COMMANDS
+
+from .errors import GeoFailoverError
+
+
+class Failure(enum.Enum):
+    IGNORE = 0  # application-level error: the endpoint is fine
+    COUNT = 1  # counts towards the breaker's failure threshold
+    CONCLUSIVE = 2  # the endpoint is down beyond doubt: open the breaker now
+
+
+_SERVER_STATE_PREFIXES = ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
+_REFUSED = (ConnectionRefusedError, FileNotFoundError)
+_REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENOENT, errno.ENETUNREACH, errno.EHOSTUNREACH})
+
+# Safe to re-send: reads, plus commands without side effects that READ_COMMANDS omits.
+RETRY_SAFE = READ_COMMANDS | frozenset({"PING", "ECHO", "INFO", "TIME", "SELECT", "CLIENT", "HELLO", "ROLE", "LASTSAVE", "COMMAND"})
+
+# Commands whose server-side wait is the caller's choice, with where the timeout sits.
+BLOCKING = frozenset({
+    "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BZPOPMIN", "BZPOPMAX", "BLMPOP", "BZMPOP",
+    "XREAD", "XREADGROUP", "WAIT", "WAITAOF",
+})
+
+
+def _refused(exc: BaseException) -> bool:
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 5:
+        if isinstance(cur, _REFUSED):
+            return True
+        if isinstance(cur, OSError) and cur.errno in _REFUSED_ERRNOS:
+            return True
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    text = str(exc)
+    return "Connection refused" in text or "No such file or directory" in text
+
+
+def classify(exc: BaseException, command: str | None = None) -> Failure:
+    """Decide whether ``exc`` says the endpoint is failing."""
+    if isinstance(exc, (GeoFailoverError, rex.LockError, rex.WatchError, rex.DataError)):
+        return Failure.IGNORE
+    if isinstance(exc, rex.BusyLoadingError):
+        return Failure.COUNT
+    if isinstance(exc, (rex.TimeoutError, socket.timeout)):
+        if command is not None and command.upper() in BLOCKING:
+            return Failure.IGNORE
+        return Failure.COUNT
+    if isinstance(exc, rex.AuthenticationError):
+        return Failure.COUNT
+    if isinstance(exc, (rex.ConnectionError, OSError)):
+        return Failure.CONCLUSIVE if _refused(exc) else Failure.COUNT
+    if isinstance(exc, (rex.ReadOnlyError, rex.MasterDownError)):
+        return Failure.COUNT
+    if isinstance(exc, rex.ResponseError):
+        return Failure.COUNT if str(exc).upper().startswith(_SERVER_STATE_PREFIXES) else Failure.IGNORE
+    return Failure.IGNORE
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when the failure happened before the command reached a server
+    (checking out or connecting a connection), so re-sending it cannot
+    apply it twice. The pool marks such errors."""
+    return bool(getattr(exc, "_geofailover_unsent", False)) or isinstance(exc, rex.ReadOnlyError)
+
+
+def retry_allowed(policy: str, commands: Sequence[str], exc: BaseException) -> bool:
+    if policy == "none":
+        return False
+    if policy == "all" or never_sent(exc):
+        return True
+    return all(c.upper() in RETRY_SAFE for c in commands)
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        if isinstance(value, bytes):
+            value = value.decode()
+        return float(value)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def blocking_seconds(command: str, args: Sequence[Any]) -> float | None:
+    """The server-side wait a blocking command asked for, in seconds.
+
+    Returns ``None`` for non-blocking commands, ``0.0`` for "forever".
+    ``args`` include the command name at index 0, as redis-py passes them.
+    """
+    name = command.upper()
+    if name not in BLOCKING or len(args) < 2:
+        return None
+    if name in ("BLMPOP", "BZMPOP"):
+        return _as_float(args[1])
+    if name in ("XREAD", "XREADGROUP"):
+        for i, token in enumerate(args[:-1]):
+            if isinstance(token, (str, bytes)) and (token.upper() if isinstance(token, str) else token.upper().decode()) == "BLOCK":
+                ms = _as_float(args[i + 1])
+                return None if ms is None else ms / 1000.0
+        return None
+    if name in ("WAIT", "WAITAOF"):
+        ms = _as_float(args[-1])
+        return None if ms is None else ms / 1000.0
+    return _as_float(args[-1])

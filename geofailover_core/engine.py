@@ -1,0 +1,524 @@
+"""The failover engine: which endpoint is active, and when that changes.
+
+One engine per configuration name per process (see :mod:`.registry`). It
+combines two signals about each endpoint, its pybreaker circuit breaker (fed
+by errors on the command path) and the health monitor's verdict, and keeps
+the highest-weight eligible endpoint active:
+
+* failover happens the moment the active endpoint is judged down;
+* failback happens when a higher-weight endpoint has been healthy
+  *continuously* for ``failback_grace_period``;
+* an operator can switch (``failover_to``), hold a choice (``pin``) and
+  return to automatic behaviour (``failback``/``unpin``).
+
+Switching bumps a *generation*; connection pools compare connections'
+generations to drop sockets to the previous endpoint without ever closing
+a socket another thread is using.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pybreaker
+
+from .commands import Failure, classify
+from .config import FailoverConfig
+from .endpoint import EndpointState, build_endpoint_states
+from .errors import NoHealthyEndpointError, UnhealthyEndpointError, UnknownEndpointError
+from .events import (
+    AllDownEvent,
+    Callback,
+    EventBus,
+    FailbackEvent,
+    FailoverEvent,
+    GeoEvent,
+    HealthChangedEvent,
+    Reason,
+    RecoveredEvent,
+)
+from .health import HealthResult, HealthStatus
+from .masking import mask_text
+from .monitor import HealthMonitor
+
+if TYPE_CHECKING:
+    pass
+
+logger = logging.getLogger("geofailover")
+
+
+class _SwitchAware(Protocol):
+    def _geofailover_switched(self, generation: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Hold:
+    """An operator's choice of endpoint: a manual failover or a pin."""
+
+    endpoint: str
+    pinned: bool
+    until: float | None  # wall clock expiry for pins
+    reason: str | None
+    since: float
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _noop() -> None:
+    return None
+
+
+class _BreakerListener(pybreaker.CircuitBreakerListener):
+    def __init__(self, engine: FailoverEngine) -> None:
+        self._engine = weakref.ref(engine)
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        engine = self._engine()
+        if engine is not None and cb.name is not None:
+            engine._on_breaker_change(cb.name, getattr(old_state, "name", None), new_state.name)
+
+
+class FailoverEngine:
+    """Framework-agnostic failover state machine for one configuration."""
+
+    def __init__(self, config: FailoverConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._states = build_endpoint_states(config, _BreakerListener(self))
+        self._by_name = {ep.name: ep for ep in self._states}
+        self._ranked = sorted(self._states, key=lambda ep: ep.rank)
+        self._lock = threading.RLock()
+        self._active: EndpointState | None = self._ranked[0]  # optimistic: no blocking first probe
+        self._generation = 0
+        self._hold: _Hold | None = None
+        self._active_since = time.time()
+        self._last_event: dict[str, Any] | None = None
+        self._suspect = False
+        self._closed = False
+        self._started = False
+        self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.events = EventBus(self.name)
+        self.monitor = HealthMonitor(self)
+        self._secrets = tuple(s for ep in self._states for s in ep.secrets)
+
+    # -- read side ---------------------------------------------------------------
+
+    @property
+    def active(self) -> str | None:
+        """Name of the endpoint serving traffic, or ``None`` when all are down."""
+        ep = self._active
+        return ep.name if ep is not None else None
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def endpoint_names(self) -> list[str]:
+        return [ep.name for ep in self._states]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def route(self) -> tuple[EndpointState, int]:
+        """The active endpoint and generation, for a pool about to connect."""
+        if not self._started:
+            self.start()
+        ep = self._active
+        generation = self._generation
+        if ep is None:
+            if self._closed:
+                raise NoHealthyEndpointError(f"geofailover[{self.name}]: engine is closed")
+            raise NoHealthyEndpointError(
+                f"geofailover[{self.name}]: no healthy endpoint ({self._down_summary()}); failing fast until one recovers"
+            )
+        return ep, generation
+
+    def _down_summary(self) -> str:
+        return ", ".join(f"{ep.name}: {ep.health}/{ep.breaker_state}" for ep in self._states)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the monitor (done lazily on first use, and again in a forked child)."""
+        with self._lock:
+            if self._started or self._closed:
+                return
+            self._started = True
+        self.monitor.start()
+
+    def close(self) -> None:
+        """Stop the monitor and event threads and close every socket this engine owns."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._active = None
+            self._generation += 1
+            generation = self._generation
+        self.monitor.stop()
+        for ep in self._states:
+            ep.close_probe_client()
+        for pool in list(self._pools):
+            pool._geofailover_switched(generation)
+            pool.disconnect()
+        self.events.close()
+        from . import registry
+
+        registry.forget(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.RLock()
+        self._started = False
+        self.monitor.after_fork()
+        self.events._after_fork()
+        for ep in self._states:
+            ep.after_fork()
+
+    def register_pool(self, pool: Any) -> None:
+        self._pools.add(pool)
+
+    # -- events --------------------------------------------------------------------
+
+    def on(self, kind: str, callback: Callback) -> Callable[[], None]:
+        """Run ``callback(event)`` on every ``kind`` event (failover, failback,
+        health_changed, all_down, recovered, or ``"*"``). Returns an unsubscribe function."""
+        return self.events.on(kind, callback)
+
+    # -- command path --------------------------------------------------------------
+
+    def report_failure(self, generation: int, exc: BaseException, command: str | None = None) -> Failure:
+        """Feed an error seen on the command path to the active endpoint's breaker.
+
+        Errors from a connection of an older generation are not held against
+        the current endpoint: the switch already happened.
+        """
+        kind = classify(exc, command)
+        if kind is Failure.IGNORE or generation != self._generation:
+            return kind
+        ep = self._active
+        if ep is None:
+            return kind
+        ep.counters["command_failures"] += 1
+        ep.last_error = mask_text(f"{type(exc).__name__}: {exc}", self._secrets)
+        ep.last_error_at = time.time()
+        self._suspect = True
+        if kind is Failure.CONCLUSIVE:
+            ep.breaker.open()
+        else:
+            try:
+                ep.breaker.call(_raise, exc)
+            except BaseException:  # noqa: BLE001 - the breaker re-raises what we fed it
+                pass
+        if ep.breaker.current_state != pybreaker.STATE_CLOSED:
+            self._evaluate(detail=ep.last_error or "circuit breaker opened")
+            self.monitor.request_round()
+        return kind
+
+    def record_success(self, generation: int) -> None:
+        """Reset the active breaker's consecutive-failure count after an error streak."""
+        ep = self._active
+        if ep is None or generation != self._generation:
+            return
+        self._suspect = False
+        if ep.breaker.fail_counter:
+            try:
+                ep.breaker.call(_noop)
+            except pybreaker.CircuitBreakerError:
+                pass
+
+    def confirm(self, generation: int) -> bool:
+        """After a failed command: probe now and wait (bounded) for the verdict.
+
+        Returns True when traffic moved off ``generation`` meanwhile, so the
+        caller can retry on the new endpoint instead of surfacing the error.
+        """
+        if generation != self._generation:
+            return True
+        if not self.monitor.running:
+            return False
+        round_no = self.monitor.request_round()
+        self.monitor.wait_round(round_no, self.config.confirm_timeout)
+        return generation != self._generation
+
+    # -- signals -------------------------------------------------------------------
+
+    def _on_breaker_change(self, name: str, old: str | None, new: str) -> None:
+        # Called by pybreaker *before* its storage records the new state, so
+        # only bookkeeping here; whoever drove the breaker re-evaluates after.
+        ep = self._by_name.get(name)
+        if ep is None:
+            return
+        with self._lock:
+            ep.counters[f"breaker_{new.replace('-', '_')}"] += 1
+            if new == pybreaker.STATE_OPEN:
+                ep.healthy_since = None
+                ep.down_reason = Reason.CIRCUIT_BREAKER
+        if new == pybreaker.STATE_OPEN:
+            logger.info("geofailover[%s]: circuit breaker of %s opened (%s)", self.name, name, ep.last_error or "failures")
+
+    def _apply_probe(self, ep: EndpointState, result: HealthResult, started: float) -> None:
+        """Record one round's verdict for ``ep`` (called by the monitor thread)."""
+        if result.status is HealthStatus.HEALTHY and ep.breaker.current_state != pybreaker.STATE_CLOSED:
+            try:  # the probe is the breaker's trial call once reset_timeout has passed
+                ep.breaker.call(_noop)
+            except pybreaker.CircuitBreakerError:
+                pass
+        events: list[GeoEvent] = []
+        with self._lock:
+            ep.counters["probes"] += 1
+            ep.last_probe_at = time.time()
+            if result.latency is not None:
+                ep.latency = result.latency
+            old = ep.health
+            if result.status is HealthStatus.INCONCLUSIVE:
+                ep.counters["probes_inconclusive"] += 1
+                ep.health_detail = result.detail
+                if old is HealthStatus.UNKNOWN:
+                    ep.health = HealthStatus.INCONCLUSIVE
+            else:
+                ep.health = result.status
+                ep.health_detail = result.detail
+                if result.status is HealthStatus.HEALTHY:
+                    if ep.healthy_since is None:
+                        ep.healthy_since = started
+                else:
+                    ep.counters["probes_failed"] += 1
+                    ep.healthy_since = None
+                    ep.down_reason = Reason.HEALTH_CHECK
+                    ep.last_error = result.detail
+                    ep.last_error_at = time.time()
+            if ep.health is not old:
+                events.append(
+                    HealthChangedEvent(
+                        config=self.name, endpoint=ep.name, old=str(old), new=str(ep.health), detail=result.detail,
+                    )
+                )
+        for event in events:
+            level = logging.WARNING if event.new == "unhealthy" else logging.INFO  # type: ignore[attr-defined]
+            logger.log(level, "geofailover[%s]: %s is %s (%s)", self.name, ep.name, ep.health, result.detail)
+            self._emit(event)
+
+    def _tick(self) -> None:
+        """End of a monitor round: re-evaluate (failback, pin expiry, recovery)."""
+        self._evaluate()
+
+    def next_due(self) -> float | None:
+        """Monotonic time of the next decision that is due without new evidence
+        (a failback whose grace period ends, a pin that expires), so the
+        monitor wakes for it instead of waiting out a whole interval."""
+        with self._lock:
+            due: list[float] = []
+            active = self._active
+            if self.config.auto_failback and self._hold is None and active is not None:
+                for ep in self._ranked:
+                    if ep.rank >= active.rank:
+                        break
+                    if ep.health is HealthStatus.HEALTHY and ep.healthy_since is not None and ep.eligible():
+                        due.append(ep.healthy_since + self.config.failback_grace_period)
+            hold = self._hold
+            if hold is not None and hold.until is not None:
+                due.append(time.monotonic() + max(0.0, hold.until - time.time()))
+            return min(due) if due else None
+
+    # -- decisions -----------------------------------------------------------------
+
+    def _choose(self, now: float) -> tuple[EndpointState | None, Reason, str]:
+        """Pick the endpoint that should serve. Caller holds the lock."""
+        active = self._active
+        grace = self.config.failback_grace_period
+        hold = self._hold
+        if hold is not None and hold.pinned and hold.until is not None and time.time() >= hold.until:
+            self._hold = hold = None
+            logger.info("geofailover[%s]: pin expired; automatic failover/failback resumes", self.name)
+            best = next((ep for ep in self._ranked if ep.eligible()), None)
+            return best, Reason.PIN, "pin expired"
+        if hold is not None:
+            target = self._by_name[hold.endpoint]
+            if target.eligible():
+                if target is active:
+                    return active, Reason.MANUAL, ""
+                if hold.pinned and (active is None or target.healthy_for(grace, now) or not active.eligible()):
+                    return target, Reason.PIN, f"pinned endpoint {target.name} recovered"
+            elif not hold.pinned:
+                # The operator's endpoint failed: automatic behaviour resumes.
+                self._hold = hold = None
+        eligible = [ep for ep in self._ranked if ep.eligible()]
+        if active is not None and active.eligible():
+            if self.config.auto_failback and hold is None:
+                for ep in eligible:
+                    if ep.rank >= active.rank:
+                        break
+                    if ep.healthy_for(grace, now):
+                        return ep, Reason.FAILBACK, f"{ep.name} healthy for {grace:g}s"
+            return active, Reason.HEALTH_CHECK, ""
+        if active is not None:
+            reason = active.down_reason or Reason.HEALTH_CHECK
+            detail = active.last_error or active.health_detail
+        else:
+            reason, detail = Reason.HEALTH_CHECK, "recovered"
+        if hold is not None and hold.pinned:
+            detail = f"pinned endpoint {hold.endpoint} is down, pin stays in force: {detail}"
+        return (eligible[0] if eligible else None), reason, detail
+
+    def _evaluate(self, detail: str = "") -> None:
+        with self._lock:
+            if self._closed:
+                return
+            target, reason, why = self._choose(time.monotonic())
+            old = self._active
+            if target is old:
+                return
+            generation = self._switch(target)
+            events = self._describe(old, target, reason, why or detail)
+        self._after_switch(generation, events)
+
+    def _switch(self, target: EndpointState | None) -> int:
+        old = self._active
+        self._active = target
+        self._generation += 1
+        self._active_since = time.time()
+        if old is not None:
+            old.counters["switched_away"] += 1
+        if target is not None:
+            target.counters["switched_to"] += 1
+        return self._generation
+
+    def _describe(self, old: EndpointState | None, new: EndpointState | None, reason: Reason, detail: str) -> list[GeoEvent]:
+        detail = mask_text(detail, self._secrets)
+        if new is None:
+            return [AllDownEvent(config=self.name, from_endpoint=old.name if old else None, reason=str(reason), detail=detail)]
+        if old is None:
+            return [RecoveredEvent(config=self.name, to_endpoint=new.name, reason=str(reason), detail=detail)]
+        cls = FailbackEvent if new.rank < old.rank else FailoverEvent
+        return [cls(config=self.name, from_endpoint=old.name, to_endpoint=new.name, reason=str(reason), detail=detail)]
+
+    def _after_switch(self, generation: int, events: list[GeoEvent]) -> None:
+        for pool in list(self._pools):
+            try:
+                pool._geofailover_switched(generation)
+            except Exception:
+                logger.exception("geofailover[%s]: pool cleanup after switch failed", self.name)
+        for event in events:
+            self._log(event)
+            self._emit(event)
+
+    def _log(self, event: GeoEvent) -> None:
+        why = f" ({event.detail})" if event.detail else ""
+        if isinstance(event, FailoverEvent):
+            logger.warning("geofailover[%s]: failover %s -> %s, reason %s%s", self.name, event.from_endpoint, event.to_endpoint, event.reason, why)
+        elif isinstance(event, FailbackEvent):
+            logger.info("geofailover[%s]: failback %s -> %s, reason %s%s", self.name, event.from_endpoint, event.to_endpoint, event.reason, why)
+        elif isinstance(event, AllDownEvent):
+            logger.error("geofailover[%s]: all endpoints down, last active %s; commands fail fast%s", self.name, event.from_endpoint, why)
+        elif isinstance(event, RecoveredEvent):
+            logger.warning("geofailover[%s]: recovered, %s serves again", self.name, event.to_endpoint)
+
+    def _emit(self, event: GeoEvent) -> None:
+        if event.kind != "health_changed":
+            self._last_event = event.as_dict()
+        self.events.emit(event)
+
+    # -- manual control --------------------------------------------------------------
+
+    def _endpoint(self, name: str) -> EndpointState:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownEndpointError(
+                f"geofailover[{self.name}]: no endpoint named {name!r}; configured: {', '.join(self._by_name)}"
+            ) from None
+
+    def failover_to(self, name: str, force: bool = False, reason: str | None = None) -> None:
+        """Send traffic to ``name`` now and keep it there until it fails or
+        :meth:`failback` is called (automatic failback does not undo it)."""
+        self._hold_endpoint(name, pinned=False, duration=None, force=force, reason=reason)
+
+    def pin(self, name: str, duration: float | None = None, force: bool = False, reason: str | None = None) -> None:
+        """Like :meth:`failover_to`, but sticky: if ``name`` fails, traffic fails
+        over and comes back to it when it recovers; ends at :meth:`unpin` or after ``duration`` seconds."""
+        if duration is not None and duration <= 0:
+            raise ValueError("pin duration must be positive (seconds) or None")
+        self._hold_endpoint(name, pinned=True, duration=duration, force=force, reason=reason)
+
+    def _hold_endpoint(self, name: str, *, pinned: bool, duration: float | None, force: bool, reason: str | None) -> None:
+        target = self._endpoint(name)
+        if not target.eligible():
+            if not force:
+                raise UnhealthyEndpointError(
+                    f"geofailover[{self.name}]: {name} is {target.health} (breaker {target.breaker_state}); "
+                    "pass force=True to switch anyway"
+                )
+            target.breaker.close()
+        with self._lock:
+            if force and target.health is HealthStatus.UNHEALTHY:
+                target.health = HealthStatus.UNKNOWN
+            self._hold = _Hold(name, pinned, time.time() + duration if duration else None, reason, time.time())
+            old = self._active
+            why = reason or ("pinned by operator" if pinned else "manual failover")
+            if old is target:
+                return
+            generation = self._switch(target)
+            events = self._describe(old, target, Reason.PIN if pinned else Reason.MANUAL, why)
+        self._after_switch(generation, events)
+
+    def unpin(self) -> None:
+        """End a pin or manual hold; automatic rules (including failback after grace) resume."""
+        with self._lock:
+            self._hold = None
+        self._evaluate()
+
+    def failback(self) -> None:
+        """Return to the highest-weight eligible endpoint now, ending any hold."""
+        with self._lock:
+            self._hold = None
+            target = next((ep for ep in self._ranked if ep.eligible()), None)
+            old = self._active
+            if target is None or target is old:
+                return
+            generation = self._switch(target)
+            events = self._describe(old, target, Reason.MANUAL, "manual failback")
+        self._after_switch(generation, events)
+
+    def check_now(self, timeout: float | None = None) -> bool:
+        """Run one probe round now and wait for it (CLI ``check``, tests)."""
+        if not self._started:
+            self.start()
+        round_no = self.monitor.request_round()
+        budget = timeout if timeout is not None else self.config.health_check_timeout * self.config.health_check_probes * 2 + 1.0
+        return self.monitor.wait_round(round_no, budget)
+
+    # -- status --------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot. Contains no secrets."""
+        with self._lock:
+            active = self._active
+            hold = self._hold
+            return {
+                "name": self.name,
+                "pid": os.getpid(),
+                "active": active.name if active else None,
+                "active_since": self._active_since,
+                "all_down": active is None and not self._closed,
+                "generation": self._generation,
+                "monitor_running": self.monitor.running,
+                "hold": None
+                if hold is None
+                else {"endpoint": hold.endpoint, "pinned": hold.pinned, "until": hold.until, "reason": hold.reason, "since": hold.since},
+                "last_event": self._last_event,
+                "endpoints": [ep.snapshot(ep is active) for ep in self._states],
+            }
+
+    def __repr__(self) -> str:
+        return f"<FailoverEngine name={self.name!r} active={self.active!r} endpoints={self.endpoint_names!r}>"

@@ -1,0 +1,41 @@
+"""Exceptions raised by geofailover.
+
+They subclass the exceptions that framework code already handles:
+configuration mistakes are ``ValueError``s, and "no region can serve" is a
+``redis.exceptions.ConnectionError`` so that django-redis'
+``IGNORE_EXCEPTIONS``, kombu's reconnect logic and Celery's ``ensure()``
+treat it as the outage it is (the peer clients' plain ``Exception``s do not).
+"""
+
+from __future__ import annotations
+
+import redis.exceptions
+
+
+class GeoFailoverError(Exception):
+    """Base class for errors that are geofailover's own."""
+
+
+class ConfigurationError(GeoFailoverError, ValueError):
+    """A setting is wrong. The message names the setting and says how to fix it."""
+
+    def __init__(self, setting: str, problem: str, fix: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"geofailover setting {setting!r}: {problem}. Fix: {fix}")
+
+
+class NoHealthyEndpointError(GeoFailoverError, redis.exceptions.ConnectionError):
+    """Every endpoint is down; commands fail fast until one recovers."""
+
+
+class UnknownEndpointError(GeoFailoverError, KeyError):
+    """A manual operation named an endpoint that is not configured."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnhealthyEndpointError(GeoFailoverError, redis.exceptions.ConnectionError):
+    """A manual failover was asked for an endpoint that is down (pass ``force=True`` to insist)."""

@@ -1,0 +1,199 @@
+"""Connection pools that follow the active endpoint.
+
+Modelled on redis-py's Sentinel pool: the endpoint is resolved when a
+connection is *made*, not when the client is built, so one ``redis.Redis``
+keeps working across failovers, and every library that reaches below the
+command API (``connection_pool``, ``get_connection()``, ``lock()``,
+pub/sub, pipelines) follows too.
+
+Each connection is stamped with the engine's generation. On a switch, idle
+connections to the old endpoint are closed at once; connections in use by
+another thread are left alone (closing a socket under a reader is redis-py
+MultiDBClient's R7 bug) and are discarded when released. The only in-use
+sockets touched are those parked in a blocking command (BLPOP and friends),
+which are shut down so the waiting thread wakes and retries on the new
+endpoint instead of waiting on a dead region.
+"""
+
+from __future__ import annotations
+
+import socket
+from queue import Empty, Full
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import AbstractConnection
+from redis.retry import Retry
+
+from .endpoint import EndpointState
+from .engine import FailoverEngine
+from .errors import NoHealthyEndpointError
+
+_GEN = "_geofailover_gen"
+_ENDPOINT = "_geofailover_endpoint"
+BLOCKING_FLAG = "_geofailover_blocking"
+
+
+def _mark_unsent(exc: BaseException) -> None:
+    try:
+        exc._geofailover_unsent = True  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover - exceptions with __slots__
+        pass
+
+
+def _shutdown(conn: AbstractConnection) -> None:
+    sock = getattr(conn, "_sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class FailoverPoolMixin:
+    """Shared behaviour of the plain and the blocking failover pools."""
+
+    _engine: FailoverEngine
+    _client_options: dict[str, Any]
+    _endpoint_params: dict[str, tuple[type[AbstractConnection], dict[str, Any]]]
+
+    def _init_failover(self, engine: FailoverEngine, client_options: dict[str, Any]) -> None:
+        self._engine = engine
+        self._client_options = client_options
+        self._endpoint_params = {}
+        engine.register_pool(self)
+
+    @property
+    def engine(self) -> FailoverEngine:
+        return self._engine
+
+    def _params_for(self, ep: EndpointState) -> tuple[type[AbstractConnection], dict[str, Any]]:
+        params = self._endpoint_params.get(ep.name)
+        if params is None:
+            base = {**self._engine.config.base_connection_options(), **self._client_options}
+            conn_class, kwargs = ep.config.connection_params(base)
+            # Retrying is the engine's job: redis-py's nested retries turn one
+            # blackholed region into minutes of blocking.
+            kwargs["retry"] = Retry(NoBackoff(), 0)
+            params = self._endpoint_params[ep.name] = (conn_class, kwargs)
+        return params
+
+    def _new_connection(self) -> AbstractConnection:
+        ep, generation = self._engine.route()
+        conn_class, kwargs = self._params_for(ep)
+        conn = conn_class(**kwargs)
+        setattr(conn, _GEN, generation)
+        setattr(conn, _ENDPOINT, ep.name)
+        return conn
+
+    def owns_connection(self, connection: Any) -> bool:
+        return bool(
+            connection.pid == self.pid  # type: ignore[attr-defined]
+            and getattr(connection, _GEN, None) == self._engine._generation
+        )
+
+    def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        engine = self._engine
+        for _ in range(3):
+            try:
+                conn = super().get_connection()  # type: ignore[misc]
+            except BaseException as exc:
+                _mark_unsent(exc)  # nothing was sent: always safe to retry elsewhere
+                raise
+            if getattr(conn, _GEN, None) == engine._generation:
+                return conn
+            self.release(conn)  # type: ignore[attr-defined]  # stale: discarded, not pooled
+        raise NoHealthyEndpointError(f"geofailover[{engine.name}]: endpoint kept changing while connecting")
+
+    def active_endpoint_of(self, connection: Any) -> str | None:
+        """Endpoint name a connection of this pool talks to."""
+        return getattr(connection, _ENDPOINT, None)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self._engine.name!r} active={self._engine.active!r}>"
+
+
+class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
+    """``redis.ConnectionPool`` whose connections go to the engine's active endpoint."""
+
+    def __init__(self, engine: FailoverEngine, max_connections: int | None = None, **client_options: Any) -> None:
+        self._init_failover(engine, dict(client_options))
+        super().__init__(max_connections=max_connections, **self._common_kwargs(engine, client_options))
+
+    @staticmethod
+    def _common_kwargs(engine: FailoverEngine, client_options: dict[str, Any]) -> dict[str, Any]:
+        # What redis.Redis and host libraries read off ``connection_kwargs``
+        # (encoding, protocol...). Endpoint addresses and secrets stay out of it.
+        merged = {**engine.config.base_connection_options(), **client_options}
+        for key in ("password", "username", "credential_provider", "ssl_password", "host", "port", "path", "ssl"):
+            merged.pop(key, None)
+        return merged
+
+    def make_connection(self) -> Any:
+        if self._created_connections >= self.max_connections:
+            raise redis.exceptions.MaxConnectionsError("Too many connections")
+        conn = self._new_connection()
+        self._created_connections += 1
+        return conn
+
+    def _geofailover_switched(self, generation: int) -> None:
+        with self._lock:
+            stale = [c for c in self._available_connections if getattr(c, _GEN, None) != generation]
+            if not stale and not self._in_use_connections:
+                return
+            self._available_connections = [c for c in self._available_connections if getattr(c, _GEN, None) == generation]
+            self._created_connections -= len(stale)
+            parked = [c for c in self._in_use_connections if getattr(c, BLOCKING_FLAG, False) and getattr(c, _GEN, None) != generation]
+        for conn in stale:
+            conn.disconnect()
+        for conn in parked:
+            _shutdown(conn)
+
+
+class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnectionPool):
+    """``redis.BlockingConnectionPool`` variant: waits up to ``timeout`` for a free connection."""
+
+    def __init__(self, engine: FailoverEngine, max_connections: int = 50, timeout: float = 20, **client_options: Any) -> None:
+        self._init_failover(engine, dict(client_options))
+        super().__init__(
+            max_connections=max_connections, timeout=timeout,
+            **FailoverConnectionPool._common_kwargs(engine, client_options),
+        )
+
+    def make_connection(self) -> Any:
+        try:
+            conn = self._new_connection()
+        except BaseException:
+            self.pool.put_nowait(None)  # give back the slot get_connection() took
+            raise
+        self._connections.append(conn)
+        return conn
+
+    def _geofailover_switched(self, generation: int) -> None:
+        stale: list[Any] = []
+        fresh: list[Any] = []
+        slots = 0
+        while True:
+            try:
+                item = self.pool.get_nowait()
+            except Empty:
+                break
+            if item is None:
+                slots += 1
+            elif getattr(item, _GEN, None) != generation:
+                stale.append(item)
+            else:
+                fresh.append(item)
+        for item in [None] * (slots + len(stale)) + fresh:  # LIFO: fresh connections first
+            try:
+                self.pool.put_nowait(item)
+            except Full:  # pragma: no cover - cannot exceed what we took out
+                break
+        stale_ids = {id(c) for c in stale}
+        self._connections = [c for c in self._connections if id(c) not in stale_ids]
+        for conn in stale:
+            conn.disconnect()
+        for conn in list(self._connections):
+            if getattr(conn, BLOCKING_FLAG, False) and getattr(conn, _GEN, None) != generation:
+                _shutdown(conn)

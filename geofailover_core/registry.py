@@ -1,0 +1,80 @@
+"""The per-process registry: one engine per configuration name.
+
+Django builds a cache client per thread and Celery a backend per thread;
+they must all share one engine (one monitor thread, one set of breakers), or
+every thread would probe and fail over on its own. The registry is also
+where ``fork()`` is handled: a child process inherits engines whose threads
+no longer exist, so each is re-armed lazily on first use in the child.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from .config import FailoverConfig
+from .engine import FailoverEngine
+from .errors import ConfigurationError
+
+_lock = threading.Lock()
+_engines: dict[str, FailoverEngine] = {}
+
+
+def get_engine(config: FailoverConfig | Mapping[str, Any] | str) -> FailoverEngine:
+    """Return the engine for ``config.name``, creating it on first use.
+
+    Asking for an existing name with different endpoints or engine options is
+    a configuration error: two parts of one process would otherwise silently
+    disagree about where traffic goes.
+    """
+    config = FailoverConfig.coerce(config)
+    with _lock:
+        engine = _engines.get(config.name)
+        if engine is not None and not engine.closed:
+            if engine.config.fingerprint() != config.fingerprint():
+                raise ConfigurationError(
+                    "name",
+                    f"configuration {config.name!r} is already in use in this process with different endpoints or options",
+                    "give each distinct endpoint set its own name, or use identical settings everywhere",
+                )
+            return engine
+        engine = FailoverEngine(config)
+        _engines[config.name] = engine
+        return engine
+
+
+def lookup(name: str) -> FailoverEngine:
+    """The running engine called ``name`` (KeyError if none was configured)."""
+    with _lock:
+        engine = _engines.get(name)
+    if engine is None or engine.closed:
+        raise KeyError(f"no geofailover configuration named {name!r} in this process")
+    return engine
+
+
+def engines() -> list[FailoverEngine]:
+    with _lock:
+        return [e for e in _engines.values() if not e.closed]
+
+
+def forget(engine: FailoverEngine) -> None:
+    with _lock:
+        if _engines.get(engine.name) is engine:
+            del _engines[engine.name]
+
+
+def close_all() -> None:
+    for engine in engines():
+        engine.close()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    for engine in list(_engines.values()):
+        engine._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
