@@ -31,7 +31,7 @@ from .commands import BLOCKING, Failure, blocking_seconds, retry_allowed
 from .config import EndpointConfig, FailoverConfig, split_options
 from .engine import FailoverEngine
 from .errors import ConfigurationError, NoHealthyEndpointError
-from .pool import BLOCKING_FLAG, FailoverBlockingConnectionPool, FailoverConnectionPool, FailoverPoolMixin
+from .pool import BLOCKING_FLAG, WOKEN_FLAG, FailoverBlockingConnectionPool, FailoverConnectionPool, FailoverPoolMixin
 from .registry import get_engine, lookup
 
 EndpointSpec = EndpointConfig | Mapping[str, Any] | str
@@ -135,6 +135,12 @@ class FailoverRedis(redis.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         engine = self._geofailover_engine
         generation = engine._generation
+        pinned = self.connection
+        if pinned is not None:  # single_connection_client: its socket may predate a switch
+            generation = getattr(pinned, "_geofailover_gen", generation)
+            if generation != engine._generation:
+                self._move_pinned_connection()
+                generation = engine._generation
         try:
             result = super().execute_command(*args, **options)
         except BaseException as exc:  # noqa: BLE001 - classified and re-raised by _retry_after
@@ -151,15 +157,20 @@ class FailoverRedis(redis.Redis):
                 raise exc
             if not retry_allowed(engine.config.retry_on_failover, [command], exc):
                 raise exc
-            if self.connection is not None:  # single_connection_client: move the pinned socket
-                self.connection_pool.release(self.connection)
-                self.connection = self.connection_pool.get_connection()
+            if self.connection is not None:
+                self._move_pinned_connection()
             generation = engine._generation
             try:
                 return super().execute_command(*args, **options)
             except BaseException as again:  # noqa: BLE001 - re-raised after the loop
                 exc = again
         raise exc
+
+    def _move_pinned_connection(self) -> None:
+        old, self.connection = self.connection, None
+        if old is not None:
+            self.connection_pool.release(old)  # stale generation: discarded, not pooled
+        self.connection = self.connection_pool.get_connection()
 
     def _send_command_parse_response(self, conn: Any, command_name: str, *args: Any, **options: Any) -> Any:
         if command_name.upper() not in BLOCKING:
@@ -173,6 +184,12 @@ class FailoverRedis(redis.Redis):
         setattr(conn, BLOCKING_FLAG, True)
         try:
             return super()._send_command_parse_response(conn, command_name, *args, **options)
+        except BaseException as exc:
+            if getattr(conn, WOKEN_FLAG, False):
+                # We shut the socket of a command parked on the old endpoint:
+                # re-sending it cannot duplicate a pop that never returned.
+                exc._geofailover_unsent = True  # type: ignore[attr-defined]
+            raise
         finally:
             setattr(conn, BLOCKING_FLAG, False)
             if sock is not None and conn._sock is sock:

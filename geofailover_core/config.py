@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis.connection
 
@@ -151,7 +151,8 @@ class EndpointConfig:
         pairs = parse_qsl(parts.query, keep_blank_values=True)
         ours = {k: v for k, v in pairs if k in _OUR_QUERY_KEYS}
         rest = [(k, v) for k, v in pairs if k not in _OUR_QUERY_KEYS]
-        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+        base = url.partition("?")[0]
+        clean = f"{base}?{urlencode(rest)}" if rest else base
         name = overrides.pop("name", None) or ours.get("name") or _default_name(parts, index)
         weight: Any = overrides.pop("weight", None) or ours.get("weight", 1.0)
         return cls(name=name, url=clean, weight=weight, **overrides)
@@ -223,7 +224,7 @@ class EndpointConfig:
         return (self.name, self.url, self.weight, tuple(sorted((k, repr(v)) for k, v in self.options.items())))
 
     def __repr__(self) -> str:
-        return f"EndpointConfig(name={self.name!r}, url={self.masked_url!r}, weight={self.weight:g})"
+        return f"EndpointConfig(name={self.name!r}, url={self.masked_url!r}, weight={self.weight!r})"
 
 
 def _default_name(parts: Any, index: int) -> str:

@@ -89,7 +89,9 @@ class EndpointState:
     def probe_client(self, config: FailoverConfig) -> redis.Redis:
         client = self._probe_client
         if client is None:
-            conn_class, kwargs = self.config.connection_params(config.base_connection_options())
+            from .pool import quiet_connection_defaults
+
+            conn_class, kwargs = self.config.connection_params({**quiet_connection_defaults(), **config.base_connection_options()})
             kwargs.update(
                 socket_timeout=config.health_check_timeout,
                 socket_connect_timeout=config.health_check_timeout,

@@ -400,7 +400,12 @@ class FailoverEngine:
             return [AllDownEvent(config=self.name, from_endpoint=old.name if old else None, reason=str(reason), detail=detail)]
         if old is None:
             return [RecoveredEvent(config=self.name, to_endpoint=new.name, reason=str(reason), detail=detail)]
-        cls = FailbackEvent if new.rank < old.rank else FailoverEvent
+        if reason in (Reason.HEALTH_CHECK, Reason.CIRCUIT_BREAKER):
+            cls: type[GeoEvent] = FailoverEvent  # the old endpoint failed, whatever the ranks
+        elif reason is Reason.FAILBACK:
+            cls = FailbackEvent
+        else:  # an operator's move: towards higher priority is a failback
+            cls = FailbackEvent if new.rank < old.rank else FailoverEvent
         return [cls(config=self.name, from_endpoint=old.name, to_endpoint=new.name, reason=str(reason), detail=detail)]
 
     def _after_switch(self, generation: int, events: list[GeoEvent]) -> None:

@@ -28,11 +28,26 @@ from redis.retry import Retry
 
 from .endpoint import EndpointState
 from .engine import FailoverEngine
+
+try:  # redis-py >= 7: opt out of maintenance notifications, an extra round trip
+    from redis.maint_notifications import MaintNotificationsConfig
+
+    def quiet_connection_defaults() -> dict[str, Any]:
+        """Connection kwargs geofailover sets unless the user did: no
+        maintenance-notification handshake (Redis Cloud's MOVING notices would
+        fight with our own routing) and no redis-py retries."""
+        return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+except ImportError:  # pragma: no cover - older redis-py
+
+    def quiet_connection_defaults() -> dict[str, Any]:
+        return {}
 from .errors import NoHealthyEndpointError
 
 _GEN = "_geofailover_gen"
 _ENDPOINT = "_geofailover_endpoint"
 BLOCKING_FLAG = "_geofailover_blocking"
+WOKEN_FLAG = "_geofailover_woken"
 
 
 def _mark_unsent(exc: BaseException) -> None:
@@ -43,6 +58,7 @@ def _mark_unsent(exc: BaseException) -> None:
 
 
 def _shutdown(conn: AbstractConnection) -> None:
+    setattr(conn, WOKEN_FLAG, True)
     sock = getattr(conn, "_sock", None)
     if sock is not None:
         try:
@@ -72,7 +88,7 @@ class FailoverPoolMixin:
         params = self._endpoint_params.get(ep.name)
         if params is None:
             base = {**self._engine.config.base_connection_options(), **self._client_options}
-            conn_class, kwargs = ep.config.connection_params(base)
+            conn_class, kwargs = ep.config.connection_params({**quiet_connection_defaults(), **base})
             # Retrying is the engine's job: redis-py's nested retries turn one
             # blackholed region into minutes of blocking.
             kwargs["retry"] = Retry(NoBackoff(), 0)
@@ -125,7 +141,7 @@ class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
     def _common_kwargs(engine: FailoverEngine, client_options: dict[str, Any]) -> dict[str, Any]:
         # What redis.Redis and host libraries read off ``connection_kwargs``
         # (encoding, protocol...). Endpoint addresses and secrets stay out of it.
-        merged = {**engine.config.base_connection_options(), **client_options}
+        merged = {**quiet_connection_defaults(), **engine.config.base_connection_options(), **client_options}
         for key in ("password", "username", "credential_provider", "ssl_password", "host", "port", "path", "ssl"):
             merged.pop(key, None)
         return merged

@@ -99,11 +99,7 @@ def _system_candidates() -> list[Path]:
     """Distribution locations first, then every other ``redis-server`` on PATH."""
     seen: set[Path] = set()
     ordered: list[Path] = []
-    path_hits = [
-        Path(directory) / "redis-server"
-        for directory in os.environ.get("PATH", "").split(os.pathsep)
-        if directory
-    ]
+    path_hits = [Path(directory) / "redis-server" for directory in os.environ.get("PATH", "").split(os.pathsep) if directory]
     for candidate in [Path(p) for p in _SYSTEM_CANDIDATES] + path_hits:
         if not (candidate.is_file() and os.access(candidate, os.X_OK)):
             continue
@@ -144,8 +140,7 @@ def find_redis_server() -> ServerBinary | None:
         found = probe_binary(resolved) if resolved else None
         if found is None:
             raise ValueError(
-                f"$REDIS_SERVER={explicit!r} is not a runnable redis-server/valkey-server "
-                "(its --version output was not recognised)"
+                f"$REDIS_SERVER={explicit!r} is not a runnable redis-server/valkey-server (its --version output was not recognised)"
             )
         return found
 

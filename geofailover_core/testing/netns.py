@@ -95,7 +95,9 @@ def enter_private_netns() -> bool:
     pytest plugin do it with ``GEOFAILOVER_NETNS=1``): ``unshare`` moves only
     the calling thread, so an older thread would keep using the host network
     and children it spawns would escape the namespace. Child processes started
-    afterwards (redis-server, workers) inherit the namespace.
+    afterwards (redis-server, workers) inherit the namespace. The check counts
+    OS threads, and a joined ``threading.Thread`` can linger there for a moment
+    after ``join()`` returns.
     """
     global NETNS_ACTIVE, _OUR_NETNS_INODE
     if NETNS_ACTIVE:
@@ -218,9 +220,7 @@ class IptablesFaults:
         """
         with self._lock:
             selected = [
-                (chain, spec)
-                for chain, spec in self._rules
-                if (host is None or host in spec) and (port is None or str(port) in spec)
+                (chain, spec) for chain, spec in self._rules if (host is None or host in spec) and (port is None or str(port) in spec)
             ]
         errors: list[str] = []
         for chain, spec in reversed(selected):

@@ -15,7 +15,7 @@ import random
 import socket
 from pathlib import Path
 
-__all__ = ["ephemeral_port_range", "pick_free_port", "port_is_free", "bind_listener"]
+__all__ = ["bind_listener", "ephemeral_port_range", "pick_free_port", "port_is_free"]
 
 _LOWEST = 10000  # stay clear of well-known and common service ports
 

@@ -56,7 +56,5 @@ def wait_until(
             last = value
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise AssertionError(
-                f"{message} (waited {timeout:.3g} s, {attempts} attempts; last value: {last!r})"
-            )
+            raise AssertionError(f"{message} (waited {timeout:.3g} s, {attempts} attempts; last value: {last!r})")
         time.sleep(min(interval, remaining))

@@ -1,0 +1,60 @@
+"""Shared fixtures: clients with tight timeouts on real servers, cleaned up after each test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from geofailover_core import FailoverRedis, registry
+from geofailover_core.testing import RedisServer
+
+# Tight timings so that every fault costs a fraction of a second.
+FAST = {
+    "socket_timeout": 0.3,
+    "socket_connect_timeout": 0.3,
+    "health_check_interval": 0.1,
+    "health_check_timeout": 0.2,
+    "failback_grace_period": 0.5,
+    "breaker_reset_timeout": 0.2,
+    "confirm_timeout": 0.8,
+}
+
+_names = itertools.count()
+
+MakeClient = Callable[..., FailoverRedis]
+
+
+def url_list(servers: Sequence[Any], names: Sequence[str] = ("a", "b", "c"), weights: Sequence[float] | None = None) -> str:
+    weights = weights or [len(servers) - i for i in range(len(servers))]
+    return ";".join(f"{s.url}?name={n}&weight={w:g}" for s, n, w in zip(servers, names, weights, strict=False))
+
+
+@pytest.fixture
+def make_client() -> Iterator[MakeClient]:
+    """Build a FailoverRedis over the given servers (weights descending by default)."""
+    made: list[FailoverRedis] = []
+
+    def make(servers: Sequence[Any], *, weights: Sequence[float] | None = None, **options: Any) -> FailoverRedis:
+        name = options.pop("name", f"test{next(_names)}")
+        client = FailoverRedis.from_url(url_list(servers, weights=weights), name=name, **{**FAST, **options})
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.geofailover.close()
+        client.close()
+    registry.close_all()
+
+
+@pytest.fixture
+def two(redis_server_factory: Callable[..., list[RedisServer]]) -> list[RedisServer]:
+    return redis_server_factory(2)
+
+
+@pytest.fixture
+def three(redis_server_factory: Callable[..., list[RedisServer]]) -> list[RedisServer]:
+    return redis_server_factory(3)
