@@ -77,19 +77,32 @@ class FailoverRedis(redis.Redis):
         single_connection_client: bool = False,
         **options: Any,
     ) -> None:
+        owns_pool = connection_pool is None
         if connection_pool is None:
-            engine_options, client_options = split_options(options)
-            engine = self._resolve_engine(endpoints, name, config, engine_options)
-            if blocking_pool:
-                connection_pool = FailoverBlockingConnectionPool(
-                    engine, max_connections=max_connections or 50, timeout=pool_timeout, **client_options
-                )
-            else:
-                connection_pool = FailoverConnectionPool(engine, max_connections=max_connections, **client_options)
+            connection_pool = self._build_pool(endpoints, name, config, blocking_pool, max_connections, pool_timeout, options)
         elif endpoints is not None or config is not None or options:
             raise ConfigurationError("connection_pool", "given together with endpoints or options", "pass either a pool or a configuration")
         self._geofailover_engine = _engine_of(connection_pool)
         super().__init__(connection_pool=connection_pool, single_connection_client=single_connection_client)  # type: ignore[arg-type]
+        # Like Redis.from_url: a pool this client made is closed with it.
+        self.auto_close_connection_pool = owns_pool
+
+    @classmethod
+    def _build_pool(
+        cls,
+        endpoints: Sequence[EndpointSpec] | str | None,
+        name: str | None,
+        config: FailoverConfig | Mapping[str, Any] | str | None,
+        blocking_pool: bool,
+        max_connections: int | None,
+        pool_timeout: float,
+        options: dict[str, Any],
+    ) -> FailoverPoolMixin:
+        engine_options, client_options = split_options(options)
+        engine = cls._resolve_engine(endpoints, name, config, engine_options)
+        if blocking_pool:
+            return FailoverBlockingConnectionPool(engine, max_connections=max_connections or 50, timeout=pool_timeout, **client_options)
+        return FailoverConnectionPool(engine, max_connections=max_connections, **client_options)
 
     @staticmethod
     def _resolve_engine(
