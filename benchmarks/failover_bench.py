@@ -35,6 +35,7 @@ import ctypes
 import dataclasses
 import datetime as dt
 import gc
+import importlib.metadata
 import json
 import logging
 import os
@@ -110,6 +111,7 @@ class Settings:
     warmup_ok: int  # successful iterations on "a" before a fault is injected
     tuned: bool  # run the "FailoverRedis tuned" column
     default_failback: bool  # also measure our failback with the default grace period (n=1)
+    placements: int  # overhead: 1 = client and server on one core only, 2 = also on two cores
 
 
 def progress(msg: str) -> None:
@@ -634,7 +636,7 @@ def overhead(specs: list[ClientSpec], binary: str, workdir: Path, s: Settings) -
         for spec in specs:  # warm-up: connections, MultiDB's initial health check, background threads
             run(clients[spec.key][0], f"bench:ovh:{spec.key}", 2000)
         out: dict[str, Any] = {}
-        places = _placements() or [("unpinned", -1, -1)]
+        places = _placements()[: s.placements] or [("unpinned", -1, -1)]
         for place, server_cpu, client_cpu in places:
             if server_cpu >= 0 and a.proc is not None:
                 os.sched_setaffinity(a.proc.pid, {server_cpu})
@@ -727,10 +729,8 @@ def machine_info(binary: str) -> dict[str, Any]:
         commit = ""
     server_version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     try:
-        import pybreaker
-
-        pybreaker_version = getattr(pybreaker, "__version__", "?")
-    except ImportError:  # pragma: no cover
+        pybreaker_version = importlib.metadata.version("pybreaker")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
         pybreaker_version = "-"
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -853,13 +853,13 @@ def render(results: dict[str, Any], s: Settings) -> str:
 def settings_from(args: argparse.Namespace) -> Settings:
     if args.quick:
         s = Settings(
-            quick=True, reps=1, rounds=5, ops=1500, period=0.01, cap=30.0, plain_window=3.0, tail=0.3,
-            settle=0.5, warmup_ok=10, tuned=False, default_failback=False,
+            quick=True, reps=1, rounds=5, ops=1500, period=0.01, cap=30.0, plain_window=2.5, tail=0.3,
+            settle=0.5, warmup_ok=10, tuned=False, default_failback=False, placements=1,
         )
     else:
         s = Settings(
             quick=False, reps=3, rounds=15, ops=3000, period=0.01, cap=30.0, plain_window=6.0, tail=1.0,
-            settle=1.0, warmup_ok=20, tuned=True, default_failback=True,
+            settle=1.0, warmup_ok=20, tuned=True, default_failback=True, placements=2,
         )
     changes: dict[str, Any] = {}
     for name in ("reps", "rounds", "ops", "cap"):
@@ -925,6 +925,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"[{fault}] run {rep + 1}/{s.reps} {spec.label}: "
                         + (f"first OK on b after {fmt_s(r['time_s'])}" if r.get("recovered") else f"no recovery in {r['observed_s']:.1f} s")
                         + f", errors {r['errors']} {r['error_types'] or ''}, longest call {fmt_s(r['longest_call_s'])}"
+                        + (f", engine switched to b after {fmt_s(r['engine_active_b_s'])}" if "engine_active_b_s" in r else "")
                     )
             results[f"{fault}_runs"] = per
             results[fault] = {k: summarize(v) for k, v in per.items()}

@@ -261,6 +261,10 @@ class FailoverConfig:
     failback_grace_period: float = DEFAULTS["failback_grace_period"]
     retry_on_failover: str = DEFAULTS["retry_on_failover"]
     confirm_timeout: float = DEFAULTS["confirm_timeout"]
+    health_check_combine: str = DEFAULTS["health_check_combine"]
+    control_plane: bool = DEFAULTS["control_plane"]
+    control_key_prefix: str = DEFAULTS["control_key_prefix"]
+    app_label: str = DEFAULTS["app_label"]
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -292,6 +296,14 @@ class FailoverConfig:
                 raise ConfigurationError(name, f"must be an integer >= 1, got {value!r}", "give a whole number such as 3")
         if self.health_check_policy not in PROBE_POLICIES:
             raise ConfigurationError("health_check_policy", f"{self.health_check_policy!r} is not a policy", f"use one of {', '.join(PROBE_POLICIES)}")
+        if self.health_check_combine not in PROBE_POLICIES:
+            raise ConfigurationError("health_check_combine", f"{self.health_check_combine!r} is not a policy", f"use one of {', '.join(PROBE_POLICIES)}")
+        if not isinstance(self.control_plane, bool):
+            raise ConfigurationError("control_plane", f"expected True or False, got {self.control_plane!r}", "write True or False")
+        if not isinstance(self.control_key_prefix, str) or not _NAME_RE.match(self.control_key_prefix):
+            raise ConfigurationError("control_key_prefix", f"{self.control_key_prefix!r} is not a valid key prefix", "use letters, digits and . _ : -")
+        if not isinstance(self.app_label, str):
+            raise ConfigurationError("app_label", f"expected a string, got {type(self.app_label).__name__}", "write a short label such as 'web'")
         if self.retry_on_failover not in RETRY_POLICIES:
             raise ConfigurationError("retry_on_failover", f"{self.retry_on_failover!r} is not a policy", f"use one of {', '.join(RETRY_POLICIES)}")
         if not isinstance(self.auto_failback, bool):

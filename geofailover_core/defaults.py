@@ -55,6 +55,10 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "How probes of one round combine: `all` must pass, `any` may pass, or a strict `majority`.",
     ),
     Setting(
+        "health_check_combine", "all", "",
+        "How several checks of one endpoint combine: `all` must pass, `any` may pass, or a strict `majority`.",
+    ),
+    Setting(
         "failure_threshold", 3, "",
         "Consecutive connection errors/timeouts on the command path that open an endpoint's "
         "circuit breaker. A refused connection opens it at once.",
@@ -80,6 +84,23 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "confirm_timeout", 1.0, "s",
         "Longest time a failed command waits for an immediate probe to confirm the endpoint is "
         "down (and then retries on the next one) instead of raising at once.",
+    ),
+)
+
+SETTINGS = (
+    *SETTINGS,
+    Setting(
+        "control_plane", True, "",
+        "Read operators' override records and publish this process's heartbeat each interval, so "
+        "`geofailover failover`/`status` act on and report the whole fleet.",
+    ),
+    Setting(
+        "control_key_prefix", "geofailover", "",
+        "Prefix of the control-plane keys (override record, heartbeats) written to every endpoint.",
+    ),
+    Setting(
+        "app_label", "", "",
+        "Label of this application in heartbeats and fleet status (e.g. `web`, `worker`).",
     ),
 )
 

@@ -108,6 +108,8 @@ class FailoverEngine:
         self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
         self.events = EventBus(self.name)
         self.monitor = HealthMonitor(self)
+        # Called by the monitor thread after every round (control plane, metrics).
+        self.round_hooks: list[Callable[[FailoverEngine], None]] = []
         self._secrets = tuple(s for ep in self._states for s in ep.secrets)
 
     # -- read side ---------------------------------------------------------------

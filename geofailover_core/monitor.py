@@ -118,6 +118,11 @@ class HealthMonitor:
                 engine._tick()
             except Exception:  # the monitor must outlive any bug in one round
                 logger.exception("geofailover[%s]: health round failed", engine.name)
+            for hook in list(engine.round_hooks):
+                try:
+                    hook(engine)
+                except Exception:  # noqa: BLE001 - a hook must not stop the monitor
+                    logger.exception("geofailover[%s]: round hook %r failed", engine.name, hook)
             with self._cond:
                 self._completed_rounds = round_no
                 self._cond.notify_all()
