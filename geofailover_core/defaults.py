@@ -87,22 +87,6 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
 )
 
-SETTINGS = (
-    *SETTINGS,
-    Setting(
-        "control_plane", True, "",
-        "Read operators' override records and publish this process's heartbeat each interval, so "
-        "`geofailover failover`/`status` act on and report the whole fleet.",
-    ),
-    Setting(
-        "control_key_prefix", "geofailover", "",
-        "Prefix of the control-plane keys (override record, heartbeats) written to every endpoint.",
-    ),
-    Setting(
-        "app_label", "", "",
-        "Label of this application in heartbeats and fleet status (e.g. `web`, `worker`).",
-    ),
-)
 
 DEFAULTS: Final[dict[str, Any]] = {s.name: s.default for s in SETTINGS}
 

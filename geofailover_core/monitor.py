@@ -121,7 +121,7 @@ class HealthMonitor:
             for hook in list(engine.round_hooks):
                 try:
                     hook(engine)
-                except Exception:  # noqa: BLE001 - a hook must not stop the monitor
+                except Exception:  # a hook must not stop the monitor
                     logger.exception("geofailover[%s]: round hook %r failed", engine.name, hook)
             with self._cond:
                 self._completed_rounds = round_no
