@@ -85,6 +85,19 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "Longest time a failed command waits for an immediate probe to confirm the endpoint is "
         "down (and then retries on the next one) instead of raising at once.",
     ),
+    Setting(
+        "control_plane", True, "",
+        "Read operators' override records and publish this process's heartbeat each interval, so "
+        "`geofailover failover`/`status` act on and report the whole fleet.",
+    ),
+    Setting(
+        "control_key_prefix", "geofailover", "",
+        "Prefix of the control-plane keys (override record, heartbeats) written to every endpoint.",
+    ),
+    Setting(
+        "app_label", "", "",
+        "Label of this application in heartbeats and fleet status (e.g. `web`, `worker`).",
+    ),
 )
 
 
