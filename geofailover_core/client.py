@@ -35,6 +35,7 @@ from .pool import BLOCKING_FLAG, WOKEN_FLAG, FailoverBlockingConnectionPool, Fai
 from .registry import get_engine, lookup
 
 EndpointSpec = EndpointConfig | Mapping[str, Any] | str
+_BLOCKING_NAMES = BLOCKING | {name.lower() for name in BLOCKING}
 
 
 def _engine_of(pool: Any) -> FailoverEngine:
@@ -155,12 +156,18 @@ class FailoverRedis(redis.Redis):
                 self._move_pinned_connection()
                 generation = engine._generation
         try:
-            result = super().execute_command(*args, **options)
+            result = self._run_once(args, options)
         except BaseException as exc:  # noqa: BLE001 - classified and re-raised by _retry_after
             return self._retry_after(exc, generation, args, options)
         if engine._suspect:
             engine.record_success(generation)
         return result
+
+    def _run_once(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        # The hot path pays one set lookup for the blocking-command special case.
+        if args and args[0] in _BLOCKING_NAMES:
+            return self._execute_blocking(args, options)
+        return redis.Redis.execute_command(self, *args, **options)
 
     def _retry_after(self, exc: BaseException, generation: int, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         engine = self._geofailover_engine
@@ -174,7 +181,7 @@ class FailoverRedis(redis.Redis):
                 self._move_pinned_connection()
             generation = engine._generation
             try:
-                return super().execute_command(*args, **options)
+                return self._run_once(args, options)
             except BaseException as again:  # noqa: BLE001 - re-raised after the loop
                 exc = again
         raise exc
@@ -185,23 +192,25 @@ class FailoverRedis(redis.Redis):
             self.connection_pool.release(old)  # stale generation: discarded, not pooled
         self.connection = self.connection_pool.get_connection()
 
-    def _send_command_parse_response(self, conn: Any, command_name: str, *args: Any, **options: Any) -> Any:
-        if command_name.upper() not in BLOCKING:
-            return super()._send_command_parse_response(conn, command_name, *args, **options)
-        # A blocking command waits as long as it asked; the socket timeout
-        # only bounds the silence beyond that.
+    def _execute_blocking(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """Run BLPOP & co.: the command waits as long as it asked, the socket
+        timeout only bounds silence beyond that, and a switch can wake it."""
+        command_name = str(args[0])
         wait = blocking_seconds(command_name, args)
+        pool = self.connection_pool
+        conn = self.connection or pool.get_connection()
         sock = conn._sock
         if wait is not None and sock is not None:
             sock.settimeout(None if wait == 0 else wait + (conn.socket_timeout or 0))
         setattr(conn, BLOCKING_FLAG, True)
         try:
-            return super()._send_command_parse_response(conn, command_name, *args, **options)
-        except BaseException as exc:
+            return self._send_command_parse_response(conn, command_name, *args, **options)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             if getattr(conn, WOKEN_FLAG, False):
                 # We shut the socket of a command parked on the old endpoint:
                 # re-sending it cannot duplicate a pop that never returned.
                 exc._geofailover_unsent = True  # type: ignore[attr-defined]
+            conn.disconnect()
             raise
         finally:
             setattr(conn, BLOCKING_FLAG, False)
@@ -210,6 +219,8 @@ class FailoverRedis(redis.Redis):
                     sock.settimeout(conn.socket_timeout)
                 except OSError:
                     pass
+            if self.connection is None:
+                pool.release(conn)
 
     # -- pipelines, transactions, pub/sub -------------------------------------------
 

@@ -14,6 +14,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .health import HealthResult
@@ -86,10 +87,14 @@ class HealthMonitor:
             # A round already running may have probed before the failure: wait for the next one.
             return self._started_rounds + 1
 
-    def wait_round(self, round_no: int, timeout: float) -> bool:
+    def wait_round(self, round_no: int, timeout: float, done: Callable[[], bool] | None = None) -> bool:
+        """Wait until round ``round_no`` completed, or ``done()`` turns true
+        (checked whenever the monitor notifies, e.g. on a switch)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._completed_rounds < round_no:
+                if done is not None and done():
+                    return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stopping or not self.running:
                     return False

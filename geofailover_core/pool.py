@@ -110,16 +110,28 @@ class FailoverPoolMixin:
         )
 
     def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        try:
+            conn = super().get_connection()  # type: ignore[misc]
+        except BaseException as exc:
+            _mark_unsent(exc)  # nothing was sent: always safe to retry elsewhere
+            raise
+        if getattr(conn, _GEN, None) == self._engine._generation:
+            return conn
+        return self._replace_stale(conn)
+
+    def _replace_stale(self, conn: Any) -> Any:
+        """A connection made just before a switch: discard it and take a fresh one."""
         engine = self._engine
         for _ in range(3):
+            self.release(conn)  # type: ignore[attr-defined]  # stale: discarded, not pooled
             try:
                 conn = super().get_connection()  # type: ignore[misc]
             except BaseException as exc:
-                _mark_unsent(exc)  # nothing was sent: always safe to retry elsewhere
+                _mark_unsent(exc)
                 raise
             if getattr(conn, _GEN, None) == engine._generation:
                 return conn
-            self.release(conn)  # type: ignore[attr-defined]  # stale: discarded, not pooled
+        self.release(conn)  # type: ignore[attr-defined]
         raise NoHealthyEndpointError(f"geofailover[{engine.name}]: endpoint kept changing while connecting")
 
     def active_endpoint_of(self, connection: Any) -> str | None:
