@@ -209,7 +209,7 @@ class FailoverRedis(redis.Redis):
             if getattr(conn, WOKEN_FLAG, False):
                 # We shut the socket of a command parked on the old endpoint:
                 # re-sending it cannot duplicate a pop that never returned.
-                exc._geofailover_unsent = True  # type: ignore[attr-defined]
+                exc._geofailover_unsent = True  # type: ignore[union-attr]
             conn.disconnect()
             raise
         finally:
