@@ -112,6 +112,7 @@ class Settings:
     tuned: bool  # run the "FailoverRedis tuned" column
     default_failback: bool  # also measure our failback with the default grace period (n=1)
     placements: int  # overhead: 1 = client and server on one core only, 2 = also on two cores
+    stratify: bool  # spread fault times over the clients' probe periods (see phase_delay)
 
 
 def progress(msg: str) -> None:
@@ -275,6 +276,10 @@ class ClientSpec:
     label: str
     build: Callable[[Server, Server, str], tuple[Any, Callable[[], None]]]
     """build(a, b, variant) -> (client, close); variant is "default", "failback" or "failback_default"."""
+    probe_period: float
+    """Period of the client's health checks (0: none). Faults are injected at evenly spread
+    phases of it, otherwise every run would hit the same point of the probe schedule and
+    the "range" would only show the noise, not the real spread."""
 
 
 def build_plain(a: Server, b: Server, variant: str) -> tuple[Any, Callable[[], None]]:
@@ -324,10 +329,16 @@ def build_ours_tuned(a: Server, b: Server, variant: str) -> tuple[Any, Callable[
     return _build_ours(a, b, dict(OURS_TUNED))
 
 
-PLAIN = ClientSpec("plain", "plain redis.Redis", build_plain)
-MULTIDB = ClientSpec("multidb", "MultiDBClient (defaults)", build_multidb)
-OURS = ClientSpec("ours", "FailoverRedis (defaults)", build_ours)
-OURS_TUNED_SPEC = ClientSpec("ours_tuned", "FailoverRedis tuned", build_ours_tuned)
+PLAIN = ClientSpec("plain", "plain redis.Redis", build_plain, 0.0)
+MULTIDB = ClientSpec("multidb", "MultiDBClient (defaults)", build_multidb, float(MultiDbConfig.health_check_interval))
+OURS = ClientSpec("ours", "FailoverRedis (defaults)", build_ours, float(DEFAULTS["health_check_interval"]))
+OURS_TUNED_SPEC = ClientSpec("ours_tuned", "FailoverRedis tuned", build_ours_tuned, float(OURS_TUNED["health_check_interval"]))
+
+
+def phase_delay(spec: ClientSpec, rep: int, s: Settings) -> float:
+    """Stratified offset (rep + 0.5) / reps of the client's probe period: reproducible, and the
+    runs together cover the whole probe cycle. Quick mode injects right after the warm-up."""
+    return spec.probe_period * (rep + 0.5) / s.reps if s.stratify else 0.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -483,16 +494,17 @@ def running(spec: ClientSpec, binary: str, workdir: Path, variant: str, settings
 # ----------------------------------------------------------------------------------------------
 
 
-def fault_once(spec: ClientSpec, fault: str, binary: str, workdir: Path, s: Settings) -> dict[str, Any]:
+def fault_once(spec: ClientSpec, fault: str, binary: str, workdir: Path, s: Settings, delay: float) -> dict[str, Any]:
     """kill -9 or SIGSTOP the active endpoint a under the loop; returns one repetition's metrics."""
     with running(spec, binary, workdir, "default", s) as (a, _b, loop):
+        time.sleep(delay)
         loop.mark()
         t_fault = time.monotonic()
         if fault == "kill":
             a.kill()
         else:
             a.freeze()
-        result: dict[str, Any] = {}
+        result: dict[str, Any] = {"phase_delay_s": round(delay, 3)}
         if spec.key == "plain":
             time.sleep(s.plain_window)
             t_end = time.monotonic()
@@ -522,13 +534,13 @@ def fault_once(spec: ClientSpec, fault: str, binary: str, workdir: Path, s: Sett
         return result
 
 
-def failback_once(spec: ClientSpec, variant: str, binary: str, workdir: Path, s: Settings) -> dict[str, Any]:
+def failback_once(spec: ClientSpec, variant: str, binary: str, workdir: Path, s: Settings, delay: float) -> dict[str, Any]:
     """kill a, wait for traffic on b, restart a on the same port, time until traffic is on a again."""
     with running(spec, binary, workdir, variant, s) as (a, _b, loop):
         loop.mark()
         t_kill = time.monotonic()
         a.kill()
-        result: dict[str, Any] = {}
+        result: dict[str, Any] = {"phase_delay_s": round(delay, 3)}
         if spec.key == "plain":
             time.sleep(s.settle)  # nothing to fail over to: just be down for a while
         else:
@@ -537,7 +549,7 @@ def failback_once(spec: ClientSpec, variant: str, binary: str, workdir: Path, s:
                 result.update(recovered=False, time_s=None, failover_ok=False, observed_s=round(t_end - t_kill, 3))
                 result.update(loop.window(t_kill, t_end))
                 return result
-            time.sleep(s.settle)
+            time.sleep(s.settle + delay)
         loop.mark()
         t_restart = a.start()  # PING answered (marker set right after)
         engine_back: list[float] = []
@@ -725,8 +737,12 @@ def machine_info(binary: str) -> dict[str, Any]:
             ["git", "-C", str(Path(__file__).resolve().parent.parent), "rev-parse", "--short", "HEAD"],
             capture_output=True, text=True, timeout=10, check=False,
         ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(Path(__file__).resolve().parent.parent), "status", "--porcelain", "--untracked-files=all"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.split("\n")
     except (OSError, subprocess.SubprocessError):
-        commit = ""
+        commit, dirty = "", []
     server_version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     try:
         pybreaker_version = importlib.metadata.version("pybreaker")
@@ -742,6 +758,7 @@ def machine_info(binary: str) -> dict[str, Any]:
         "pybreaker": pybreaker_version,
         "geofailover": geofailover_core.__version__,
         "git_commit": commit,
+        "git_modified": [line[3:] for line in dirty if line[3:].startswith("geofailover_core/")],  # the code under test
         "redis_server": server_version,
         "redis_server_path": binary,
     }
@@ -836,11 +853,18 @@ def render(results: dict[str, Any], s: Settings) -> str:
     lines.append(
         f"- Loop: one thread, SET {LOOP_KEY} + GET {MARKER} every {s.period * 1000:g} ms; an iteration is OK when both return; "
         f"'on b' = the GET returned b's marker. Fault at t=0 while the loop is running; errors counted from the fault until "
-        f"{s.tail:g} s after recovery (plain: {s.plain_window:g} s window). Cap {s.cap:g} s. Fresh servers and clients every run."
+        f"{s.tail:g} s after recovery (plain: {s.plain_window:g} s window). Cap {s.cap:g} s. Fresh servers and clients every run; "
+        + (
+            "run i of n injects its fault (i+0.5)/n of the client's health-check period after the warm-up (MultiDB 5 s, ours 1 s, tuned 0.5 s)."
+            if s.stratify
+            else "the fault comes right after the warm-up (one fixed phase of the health-check schedule)."
+        )
     )
     lines.append(
         f"- Machine: nproc={m['nproc']} (usable {m['cpus_usable']}), {m['platform']}, Python {m['python']}, redis-py {m['redis_py']}, "
-        f"pybreaker {m['pybreaker']}, geofailover {m['geofailover']} (git {m['git_commit'] or '?'}), {m['redis_server']}."
+        f"pybreaker {m['pybreaker']}, geofailover {m['geofailover']} (git {m['git_commit'] or '?'}"
+        + (f" + uncommitted/untracked in {', '.join(m['git_modified'])}" if m["git_modified"] else "")
+        + f"), {m['redis_server']}."
     )
     return "\n".join(lines)
 
@@ -854,12 +878,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.quick:
         s = Settings(
             quick=True, reps=1, rounds=5, ops=1500, period=0.01, cap=30.0, plain_window=2.5, tail=0.3,
-            settle=0.5, warmup_ok=10, tuned=False, default_failback=False, placements=1,
+            settle=0.5, warmup_ok=10, tuned=False, default_failback=False, placements=1, stratify=False,
         )
     else:
         s = Settings(
             quick=False, reps=3, rounds=15, ops=3000, period=0.01, cap=30.0, plain_window=6.0, tail=1.0,
-            settle=1.0, warmup_ok=20, tuned=True, default_failback=True, placements=2,
+            settle=1.0, warmup_ok=20, tuned=True, default_failback=True, placements=2, stratify=True,
         )
     changes: dict[str, Any] = {}
     for name in ("reps", "rounds", "ops", "cap"):
@@ -919,7 +943,7 @@ def main(argv: list[str] | None = None) -> int:
             per: dict[str, list[dict[str, Any]]] = {spec.key: [] for spec in fault_specs}
             for rep in range(s.reps):
                 for spec in fault_specs:
-                    r = fault_once(spec, fault, binary, workdir, s)
+                    r = fault_once(spec, fault, binary, workdir, s, phase_delay(spec, rep, s))
                     per[spec.key].append(r)
                     progress(
                         f"[{fault}] run {rep + 1}/{s.reps} {spec.label}: "
@@ -932,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
         fb_runs: dict[str, list[dict[str, Any]]] = {spec.key: [] for spec in fault_specs}
         for rep in range(s.reps if "failback" in only else 0):
             for spec in fault_specs:
-                r = failback_once(spec, "failback", binary, workdir, s)
+                r = failback_once(spec, "failback", binary, workdir, s, phase_delay(spec, rep, s))
                 fb_runs[spec.key].append(r)
                 progress(
                     f"[failback] run {rep + 1}/{s.reps} {spec.label}: "
@@ -943,7 +967,7 @@ def main(argv: list[str] | None = None) -> int:
             results["failback_runs"] = fb_runs
             results["failback"] = {k: summarize(v) for k, v in fb_runs.items()}
         if s.default_failback and "failback" in only:
-            r = failback_once(OURS, "failback_default", binary, workdir, s)
+            r = failback_once(OURS, "failback_default", binary, workdir, s, phase_delay(OURS, 0, dataclasses.replace(s, reps=1)))
             progress(f"[failback default] {OURS.label}: " + (fmt_s(r["time_s"]) if r.get("recovered") else "not back") + " after restart")
             results["failback_default_runs"] = [r]
             results["failback_default"] = summarize([r])
