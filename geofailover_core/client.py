@@ -36,6 +36,7 @@ from .registry import get_engine, lookup
 
 EndpointSpec = EndpointConfig | Mapping[str, Any] | str
 _BLOCKING_NAMES = BLOCKING | {name.lower() for name in BLOCKING}
+_REDIS_EXECUTE = redis.Redis.execute_command
 
 
 def _engine_of(pool: Any) -> FailoverEngine:
@@ -156,7 +157,10 @@ class FailoverRedis(redis.Redis):
                 self._move_pinned_connection()
                 generation = engine._generation
         try:
-            result = self._run_once(args, options)
+            if args and args[0] in _BLOCKING_NAMES:
+                result = self._execute_blocking(args, options)
+            else:
+                result = _REDIS_EXECUTE(self, *args, **options)
         except BaseException as exc:  # noqa: BLE001 - classified and re-raised by _retry_after
             return self._retry_after(exc, generation, args, options)
         if engine._suspect:
@@ -164,10 +168,9 @@ class FailoverRedis(redis.Redis):
         return result
 
     def _run_once(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        # The hot path pays one set lookup for the blocking-command special case.
         if args and args[0] in _BLOCKING_NAMES:
             return self._execute_blocking(args, options)
-        return redis.Redis.execute_command(self, *args, **options)
+        return _REDIS_EXECUTE(self, *args, **options)
 
     def _retry_after(self, exc: BaseException, generation: int, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         engine = self._geofailover_engine

@@ -36,12 +36,12 @@ try:  # redis-py >= 7: opt out of maintenance notifications, an extra round trip
         """Connection kwargs geofailover sets unless the user did: no
         maintenance-notification handshake (Redis Cloud's MOVING notices would
         fight with our own routing) and no redis-py retries."""
-        return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+        return {"maint_notifications_config": MaintNotificationsConfig(enabled=False), "socket_keepalive": True}
 
 except ImportError:  # pragma: no cover - older redis-py
 
     def quiet_connection_defaults() -> dict[str, Any]:
-        return {}
+        return {"socket_keepalive": True}
 from .errors import NoHealthyEndpointError
 
 _GEN = "_geofailover_gen"
@@ -78,6 +78,8 @@ class FailoverPoolMixin:
         self._engine = engine
         self._client_options = client_options
         self._endpoint_params = {}
+        # Bound once: the command path calls it for every command.
+        self._base_get_connection: Any = super().get_connection  # type: ignore[misc]
         engine.register_pool(self)
 
     @property
@@ -104,18 +106,16 @@ class FailoverPoolMixin:
         return conn
 
     def owns_connection(self, connection: Any) -> bool:
-        return bool(
-            connection.pid == self.pid  # type: ignore[attr-defined]
-            and getattr(connection, _GEN, None) == self._engine._generation
-        )
+        # Every connection in this pool was made by _new_connection, so the stamp exists.
+        return bool(connection.pid == self.pid and connection._geofailover_gen == self._engine._generation)  # type: ignore[attr-defined]
 
     def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         try:
-            conn = super().get_connection()  # type: ignore[misc]
+            conn = self._base_get_connection()
         except BaseException as exc:
             _mark_unsent(exc)  # nothing was sent: always safe to retry elsewhere
             raise
-        if getattr(conn, _GEN, None) == self._engine._generation:
+        if conn._geofailover_gen == self._engine._generation:
             return conn
         return self._replace_stale(conn)
 
