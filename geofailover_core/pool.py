@@ -44,6 +44,8 @@ except ImportError:  # pragma: no cover - older redis-py
         return {"socket_keepalive": True}
 from .errors import NoHealthyEndpointError
 
+# redis-py >= 6 has a dedicated class; earlier versions raised ConnectionError.
+_MAX_CONNECTIONS_ERROR: type[Exception] = getattr(redis.exceptions, "MaxConnectionsError", redis.exceptions.ConnectionError)
 _GEN = "_geofailover_gen"
 _ENDPOINT = "_geofailover_endpoint"
 BLOCKING_FLAG = "_geofailover_blocking"
@@ -147,6 +149,8 @@ class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
 
     def __init__(self, engine: FailoverEngine, max_connections: int | None = None, **client_options: Any) -> None:
         self._init_failover(engine, dict(client_options))
+        if max_connections is None:  # a pool size given in the settings dict
+            max_connections = client_options.get("max_connections", engine.config.client_options.get("max_connections"))
         super().__init__(max_connections=max_connections, **self._common_kwargs(engine, client_options))
 
     @staticmethod
@@ -154,13 +158,13 @@ class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
         # What redis.Redis and host libraries read off ``connection_kwargs``
         # (encoding, protocol...). Endpoint addresses and secrets stay out of it.
         merged = {**quiet_connection_defaults(), **engine.config.base_connection_options(), **client_options}
-        for key in ("password", "username", "credential_provider", "ssl_password", "host", "port", "path", "ssl"):
+        for key in ("password", "username", "credential_provider", "ssl_password", "host", "port", "path", "ssl", "max_connections"):
             merged.pop(key, None)
         return merged
 
     def make_connection(self) -> Any:
         if self._created_connections >= self.max_connections:
-            raise redis.exceptions.MaxConnectionsError("Too many connections")
+            raise _MAX_CONNECTIONS_ERROR("Too many connections")
         conn = self._new_connection()
         self._created_connections += 1
         return conn

@@ -179,3 +179,16 @@ def test_single_connection_client(two, make_client: MakeClient) -> None:
     assert client.get("whoami") == b"0"
     two[0].kill()
     assert client.get("whoami") == b"1"
+
+
+def test_pool_size_from_settings_dict(two) -> None:
+    client = FailoverRedis(config={"name": "sized", "endpoints": [two[0].url, two[1].url], "max_connections": 3})
+    try:
+        assert client.connection_pool.max_connections == 3
+        conns = [client.connection_pool.get_connection() for _ in range(3)]
+        with pytest.raises(redis.exceptions.MaxConnectionsError):
+            client.connection_pool.get_connection()
+        for conn in conns:
+            client.connection_pool.release(conn)
+    finally:
+        client.geofailover.close()
