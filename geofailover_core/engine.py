@@ -31,7 +31,8 @@ import pybreaker
 
 from .commands import Failure, classify
 from .config import FailoverConfig
-from .endpoint import EndpointState, build_endpoint_states
+from .control import ControlPlane
+from .endpoint import EndpointState, best_endpoint, build_endpoint_states
 from .errors import NoHealthyEndpointError, UnhealthyEndpointError, UnknownEndpointError
 from .events import (
     AllDownEvent,
@@ -111,6 +112,8 @@ class FailoverEngine:
         # Called by the monitor thread after every round (control plane, metrics).
         self.round_hooks: list[Callable[[FailoverEngine], None]] = []
         self._secrets = tuple(s for ep in self._states for s in ep.secrets)
+        # Fleet overrides and heartbeats (geofailover_core.control); registers its round hook.
+        self.control: ControlPlane | None = ControlPlane(self) if config.control_plane else None
 
     # -- read side ---------------------------------------------------------------
 
@@ -169,6 +172,8 @@ class FailoverEngine:
             self._generation += 1
             generation = self._generation
         self.monitor.stop()
+        if self.control is not None:
+            self.control.close()  # before the probe clients close: it removes our heartbeat with them
         for ep in self._states:
             ep.close_probe_client()
         for pool in list(self._pools):
@@ -208,13 +213,14 @@ class FailoverEngine:
         kind = classify(exc, command)
         if kind is Failure.IGNORE or generation != self._generation:
             return kind
-        ep = self._active
-        if ep is None:
-            return kind
-        ep.counters["command_failures"] += 1
-        ep.last_error = mask_text(f"{type(exc).__name__}: {exc}", self._secrets)
-        ep.last_error_at = time.time()
-        self._suspect = True
+        with self._lock:
+            ep = self._active
+            if ep is None:
+                return kind
+            ep.counters["command_failures"] += 1
+            ep.last_error = mask_text(f"{type(exc).__name__}: {exc}", self._secrets)
+            ep.last_error_at = time.time()
+            self._suspect = True
         if kind is Failure.CONCLUSIVE:
             ep.breaker.open()
         else:
@@ -250,7 +256,8 @@ class FailoverEngine:
         if not self.monitor.running:
             return False
         round_no = self.monitor.request_round()
-        self.monitor.wait_round(round_no, self.config.confirm_timeout)
+        # A round already in progress may switch before the requested one ends.
+        self.monitor.wait_round(round_no, self.config.confirm_timeout, lambda: generation != self._generation)
         return generation != self._generation
 
     # -- signals -------------------------------------------------------------------
@@ -278,6 +285,7 @@ class FailoverEngine:
                 pass
         events: list[GeoEvent] = []
         with self._lock:
+            gate_change = ep.record_gate(result)
             ep.counters["probes"] += 1
             ep.last_probe_at = time.time()
             if result.latency is not None:
@@ -301,15 +309,16 @@ class FailoverEngine:
                     ep.last_error = result.detail
                     ep.last_error_at = time.time()
             if ep.health is not old:
-                events.append(
-                    HealthChangedEvent(
-                        config=self.name, endpoint=ep.name, old=str(old), new=str(ep.health), detail=result.detail,
-                    )
+                event = HealthChangedEvent(
+                    config=self.name, endpoint=ep.name, old=str(old), new=str(ep.health), detail=result.detail,
                 )
-        for event in events:
-            level = logging.WARNING if event.new == "unhealthy" else logging.INFO  # type: ignore[attr-defined]
+                self._emit(event)  # queued under the lock: visible state and events agree
+                events.append(event)
+        if gate_change:
+            logger.info("geofailover[%s]: %s", self.name, gate_change)
+        for changed in events:
+            level = logging.WARNING if changed.new == "unhealthy" else logging.INFO  # type: ignore[attr-defined]
             logger.log(level, "geofailover[%s]: %s is %s (%s)", self.name, ep.name, ep.health, result.detail)
-            self._emit(event)
 
     def _tick(self) -> None:
         """End of a monitor round: re-evaluate (failback, pin expiry, recovery)."""
@@ -326,7 +335,7 @@ class FailoverEngine:
                 for ep in self._ranked:
                     if ep.rank >= active.rank:
                         break
-                    if ep.health is HealthStatus.HEALTHY and ep.healthy_since is not None and ep.eligible():
+                    if ep.health is HealthStatus.HEALTHY and ep.healthy_since is not None and ep.eligible() and ep.gate_open():
                         due.append(ep.healthy_since + self.config.failback_grace_period)
             hold = self._hold
             if hold is not None and hold.until is not None:
@@ -343,14 +352,13 @@ class FailoverEngine:
         if hold is not None and hold.pinned and hold.until is not None and time.time() >= hold.until:
             self._hold = hold = None
             logger.info("geofailover[%s]: pin expired; automatic failover/failback resumes", self.name)
-            best = next((ep for ep in self._ranked if ep.eligible()), None)
-            return best, Reason.PIN, "pin expired"
+            return best_endpoint(self._ranked, active), Reason.PIN, "pin expired"
         if hold is not None:
             target = self._by_name[hold.endpoint]
             if target.eligible():
                 if target is active:
                     return active, Reason.MANUAL, ""
-                if hold.pinned and (active is None or target.healthy_for(grace, now) or not active.eligible()):
+                if hold.pinned and (active is None or (target.healthy_for(grace, now) and target.gate_open()) or not active.eligible()):
                     return target, Reason.PIN, f"pinned endpoint {target.name} recovered"
             elif not hold.pinned:
                 # The operator's endpoint failed: automatic behaviour resumes.
@@ -361,7 +369,7 @@ class FailoverEngine:
                 for ep in eligible:
                     if ep.rank >= active.rank:
                         break
-                    if ep.healthy_for(grace, now):
+                    if ep.healthy_for(grace, now) and ep.gate_open():
                         return ep, Reason.FAILBACK, f"{ep.name} healthy for {grace:g}s"
             return active, Reason.HEALTH_CHECK, ""
         if active is not None:
@@ -371,7 +379,7 @@ class FailoverEngine:
             reason, detail = Reason.HEALTH_CHECK, "recovered"
         if hold is not None and hold.pinned:
             detail = f"pinned endpoint {hold.endpoint} is down, pin stays in force: {detail}"
-        return (eligible[0] if eligible else None), reason, detail
+        return best_endpoint(eligible, None), reason, detail
 
     def _evaluate(self, detail: str = "") -> None:
         with self._lock:
@@ -397,6 +405,14 @@ class FailoverEngine:
         return self._generation
 
     def _describe(self, old: EndpointState | None, new: EndpointState | None, reason: Reason, detail: str) -> list[GeoEvent]:
+        """Build the events of a switch and queue them at once, under the lock,
+        so anyone who sees the new active endpoint can also flush its events."""
+        events = self._switch_events(old, new, reason, detail)
+        for event in events:
+            self._emit(event)
+        return events
+
+    def _switch_events(self, old: EndpointState | None, new: EndpointState | None, reason: Reason, detail: str) -> list[GeoEvent]:
         detail = mask_text(detail, self._secrets)
         if new is None:
             return [AllDownEvent(config=self.name, from_endpoint=old.name if old else None, reason=str(reason), detail=detail)]
@@ -411,6 +427,7 @@ class FailoverEngine:
         return [cls(config=self.name, from_endpoint=old.name, to_endpoint=new.name, reason=str(reason), detail=detail)]
 
     def _after_switch(self, generation: int, events: list[GeoEvent]) -> None:
+        self.monitor.notify_all()  # wake callers waiting in confirm()
         for pool in list(self._pools):
             try:
                 pool._geofailover_switched(generation)
@@ -418,7 +435,6 @@ class FailoverEngine:
                 logger.exception("geofailover[%s]: pool cleanup after switch failed", self.name)
         for event in events:
             self._log(event)
-            self._emit(event)
 
     def _log(self, event: GeoEvent) -> None:
         why = f" ({event.detail})" if event.detail else ""
@@ -467,6 +483,11 @@ class FailoverEngine:
                     "pass force=True to switch anyway"
                 )
             target.breaker.close()
+        if not force and target is not self._active and not target.gate_open():
+            raise UnhealthyEndpointError(
+                f"geofailover[{self.name}]: {name} is not ready for traffic to return "
+                f"(failback gate {target.gate}: {target.gate_detail or 'no answer yet'}); pass force=True to switch anyway"
+            )
         with self._lock:
             if force and target.health is HealthStatus.UNHEALTHY:
                 target.health = HealthStatus.UNKNOWN
@@ -489,8 +510,8 @@ class FailoverEngine:
         """Return to the highest-weight eligible endpoint now, ending any hold."""
         with self._lock:
             self._hold = None
-            target = next((ep for ep in self._ranked if ep.eligible()), None)
             old = self._active
+            target = best_endpoint(self._ranked, old)
             if target is None or target is old:
                 return
             generation = self._switch(target)

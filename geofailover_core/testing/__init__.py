@@ -33,6 +33,11 @@ for data-path faults (``blackhole``, ``delay``, ``reset``, ``refuse``) that
 need no root; ``IptablesFaults`` for packet-level faults (connect timeouts)
 inside the private namespace. Wait for outcomes with ``wait_until``.
 
+For Redis Software's REST API (lag-aware availability checks) use
+``FakeRestServer``: HTTP or HTTPS with a throwaway ``CertificateAuthority``,
+Basic auth, the availability semantics of real clusters, fault hooks and a
+request log.
+
 Give clients under test short timeouts and no retries
 (``retry=Retry(NoBackoff(), 0)``): redis-py's default retry policy turns one
 blackholed call into minutes.
@@ -48,14 +53,19 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .binary import ServerBinary, find_redis_server
+    from .fake_rest import CertificateAuthority, FakeBdb, FakeRestServer, RecordedRequest
     from .netns import IptablesFaults, enter_private_netns
     from .proxy import FaultProxy
     from .server import RedisServer, start_all
     from .waiting import wait_until
 
 __all__ = [
+    "CertificateAuthority",
+    "FakeBdb",
+    "FakeRestServer",
     "FaultProxy",
     "IptablesFaults",
+    "RecordedRequest",
     "RedisServer",
     "ServerBinary",
     "enter_private_netns",
@@ -65,6 +75,10 @@ __all__ = [
 ]
 
 _LOCATIONS = {
+    "CertificateAuthority": ".fake_rest",
+    "FakeBdb": ".fake_rest",
+    "FakeRestServer": ".fake_rest",
+    "RecordedRequest": ".fake_rest",
     "FaultProxy": ".proxy",
     "IptablesFaults": ".netns",
     "RedisServer": ".server",

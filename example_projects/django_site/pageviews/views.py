@@ -1,0 +1,18 @@
+"""The example's one page: a view counter kept in the failover cache."""
+
+from __future__ import annotations
+
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    # incr(..., ignore_key_check=True) is django-redis's atomic "create or add".
+    views = cache.incr("page_views", ignore_key_check=True)
+    endpoint = cache.geofailover.active  # type: ignore[attr-defined]
+    body = {"page_views": views, "served_by": endpoint}
+    if request.GET.get("format") == "json":
+        return JsonResponse(body)
+    if views is None:  # every region down: IGNORE_EXCEPTIONS returned the default
+        return HttpResponse("This page works, but no Redis region is reachable right now: nothing was counted.\n")
+    return HttpResponse(f"This page has been viewed {views} time(s) (counted on Redis region '{endpoint}').\n")

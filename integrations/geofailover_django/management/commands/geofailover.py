@@ -1,0 +1,200 @@
+"""``manage.py geofailover``: the geofailover CLI on this project's caches.
+
+A thin shell over :func:`geofailover_core.cli.main`: it picks the engines of
+the chosen caches (``--cache ALIAS``, repeatable; default every geofailover
+cache) and forwards everything else unchanged, so the subcommands, their
+output and their exit codes are the core CLI's::
+
+    manage.py geofailover status [--json] [--watch]
+    manage.py geofailover failover --to NAME [--for DURATION] [--reason TEXT] [--force]
+    manage.py geofailover failback
+    manage.py geofailover pin NAME [--for DURATION]
+    manage.py geofailover unpin
+    manage.py geofailover check [--json]
+    manage.py geofailover --cache sessions status
+
+Actions go through the control plane, so they move every process of the
+fleet (web workers, other hosts), not just this short-lived one. Exit codes:
+0 ok, 1 degraded or stragglers, 2 error (bad configuration, all endpoints
+down, unknown endpoint). System checks are not run first, so ``status`` still
+works on a project whose checks fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TextIO, cast
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...cache import geofailover_cache
+from ...conf import geofailover_aliases
+
+if TYPE_CHECKING:
+    from geofailover_core.engine import FailoverEngine
+
+    from ...binding import CacheBinding
+
+#: Django's own options (and ours), accepted anywhere on the line, even after
+#: the subcommand. ``-v`` is Django's verbosity only before the subcommand:
+#: after it, it is the core CLI's ``--verbose``.
+_DJANGO_FLAGS = frozenset({"--traceback", "--no-color", "--force-color", "--skip-checks"})
+_DJANGO_VALUED = frozenset({"--settings", "--pythonpath", "--verbosity", "--cache"})
+_DJANGO_VALUED_BEFORE = frozenset({"-v"})
+
+EXIT_MEANING = {1: "degraded, or some processes did not follow", 2: "error"}
+
+
+def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``argv`` into (ours, forwarded).
+
+    Everything before the subcommand is ours (``--cache``, Django's options,
+    ``--help``); from the subcommand on, everything is forwarded to the core
+    CLI except ``--cache`` and Django's own options, which are ours wherever
+    they appear, so ``manage.py geofailover status --cache default --json``
+    works as typed.
+    """
+    ours: list[str] = []
+    forwarded: list[str] = []
+    items = list(argv)
+    i = 0
+    started = False
+    while i < len(items):
+        arg = items[i]
+        name = arg.split("=", 1)[0]
+        if name in _DJANGO_VALUED or (not started and name in _DJANGO_VALUED_BEFORE):
+            ours.append(arg)
+            if "=" not in arg and i + 1 < len(items):
+                ours.append(items[i + 1])
+                i += 1
+        elif arg in _DJANGO_FLAGS or (not started and arg.startswith("-")):
+            ours.append(arg)
+        else:
+            started = True
+            forwarded.append(arg)
+        i += 1
+    return ours, forwarded
+
+
+class _ForwardingParser(CommandParser):
+    """Parse our options; hand the rest (the subcommand line) to the core CLI untouched."""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None) -> argparse.Namespace:  # type: ignore[override]
+        ours, forwarded = split_argv(list(args or []))
+        parsed = super().parse_args(ours, namespace)
+        parsed.args = forwarded
+        return parsed
+
+
+class Command(BaseCommand):
+    help = (
+        "Show and control geographic failover of the geofailover caches across the whole fleet. "
+        "Subcommands: status [--json] [--watch], failover --to NAME [--for DURATION] [--reason TEXT] [--force], "
+        "failback, pin NAME [--for DURATION], unpin, check [--json]. Run a subcommand with --help for its options."
+    )
+    # status must work on a project whose checks fail (that may be why you are here).
+    requires_system_checks: list[str] = []  # type: ignore[assignment]
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, allow_abbrev=False, **kwargs)
+        parser.__class__ = _ForwardingParser
+        return parser
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--cache", action="append", metavar="ALIAS", default=None,
+            help="a CACHES alias served by geofailover (repeatable); default: every geofailover cache",
+        )
+
+    def handle(self, *args: str, **options: Any) -> None:
+        if not args:
+            raise CommandError("missing subcommand: status, failover, failback, pin, unpin or check (see --help)", returncode=2)
+        bindings = self._bindings(options.get("cache"))
+        engines: list[FailoverEngine] = []
+        for binding in bindings:
+            engine = binding.engine()
+            if all(engine is not e for e in engines):  # two aliases may share one engine
+                engines.append(engine)
+        from geofailover_core import cli
+
+        argv = list(args)
+        if not any(a == "--color" or a.startswith("--color=") for a in argv):
+            if options.get("no_color"):
+                argv.append("--color=never")
+            elif options.get("force_color"):
+                argv.append("--color=always")
+        verbose = any(a in ("-v", "--verbose") for a in argv)
+        with _observing(bindings, quiet=not verbose):
+            code = cli.main(argv, engines=engines, stdout=self._stream(), prog="manage.py geofailover")
+        if code:
+            raise CommandError(f"geofailover {args[0]}: exit status {code} ({EXIT_MEANING.get(code, 'error')})", returncode=code)
+
+    def _stream(self) -> TextIO:
+        # The core CLI writes whole lines itself; Django's OutputWrapper would
+        # add a newline to every partial write.
+        out = getattr(self.stdout, "_out", None)
+        return cast(TextIO, out if out is not None else self.stdout)
+
+    def _bindings(self, wanted: list[str] | None) -> list[CacheBinding]:
+        known = geofailover_aliases()
+        if not known:
+            raise CommandError(
+                "no cache uses geofailover: set a CACHES entry's BACKEND to 'geofailover_django.cache.GeoFailoverCache'",
+                returncode=2,
+            )
+        aliases = list(dict.fromkeys(wanted or known))
+        unknown = [a for a in aliases if a not in known]
+        if unknown:
+            raise CommandError(f"--cache {unknown[0]!r}: not a geofailover cache; choose from {', '.join(known)}", returncode=2)
+        bindings: list[CacheBinding] = []
+        for alias in aliases:
+            try:
+                bindings.append(geofailover_cache(alias).geofailover_binding())
+            except ImproperlyConfigured as exc:
+                raise CommandError(f"cache {alias!r} is misconfigured: {exc}", returncode=2) from None
+        return bindings
+
+
+class _ObserverLogs(logging.Filter):
+    """Drop the engine log lines of observer engines (``geofailover[<name>]: ...``)."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__()
+        self.prefixes = tuple(f"geofailover[{name}]" for name in names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+@contextlib.contextmanager
+def _observing(bindings: Sequence[CacheBinding], *, quiet: bool) -> Iterator[None]:
+    """While the command runs, engines that serve no traffic in this process are observers.
+
+    ``manage.py geofailover`` runs in a process of its own: the probes it runs
+    describe the fleet, they are not a switch of this process's traffic. So the
+    project's signal receivers (which may page someone) do not fire for them,
+    and their engine log lines stay out of the report unless ``-v`` is given.
+    An engine already serving in this process (``call_command`` from a running
+    server) keeps its signals and logs.
+    """
+    observers = [b for b in bindings if not b.engine().monitor.running]
+    for binding in observers:
+        binding.observer = True
+    log_filter = _ObserverLogs({b.engine().name for b in observers}) if quiet and observers else None
+    logger = logging.getLogger("geofailover")
+    if log_filter is not None:
+        logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        for binding in observers:
+            # Events are delivered on the engine's event thread: let those the
+            # command caused arrive (muted) before unmuting.
+            binding.engine().events.flush(2.0)
+            binding.observer = False
+        if log_filter is not None:
+            logger.removeFilter(log_filter)

@@ -1,0 +1,59 @@
+"""Readiness view: is a Redis endpoint serving each geofailover cache?
+
+``GET /health/`` (see :mod:`geofailover_django.urls`) answers 200 with a JSON
+body while every selected cache has an active endpoint, and 503 when any of
+them has all endpoints down, so a load balancer or Kubernetes readiness probe
+takes the instance out of rotation only when the cache really cannot serve.
+
+The body names endpoints and their health, never URLs, hosts or passwords:
+readiness endpoints are often reachable from outside.
+
+``?cache=ALIAS`` (repeatable) limits the answer to some caches; by default
+every geofailover cache is reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+
+from .cache import geofailover_cache
+from .conf import geofailover_aliases
+
+#: Per-endpoint fields that are safe to publish.
+_ENDPOINT_FIELDS = ("name", "weight", "active", "health", "breaker", "latency_ms")
+
+
+def cache_health(alias: str) -> dict[str, Any]:
+    """Readiness of one cache: ``{"serving": bool, "active": name, "endpoints": [...]}``."""
+    try:
+        engine = geofailover_cache(alias).geofailover
+    except ImproperlyConfigured:
+        return {"serving": False, "error": "misconfigured (run manage.py check)", "active": None, "endpoints": []}
+    engine.start()  # a process that never used the cache yet still reports live health
+    status = engine.status()
+    return {
+        "serving": status["active"] is not None,
+        "active": status["active"],
+        "engine": status["name"],
+        "hold": None if status["hold"] is None else {"endpoint": status["hold"]["endpoint"], "pinned": status["hold"]["pinned"]},
+        "endpoints": [{k: ep.get(k) for k in _ENDPOINT_FIELDS} for ep in status["endpoints"]],
+    }
+
+
+@never_cache
+@require_safe
+def health(request: HttpRequest) -> JsonResponse:
+    """200 while every selected geofailover cache serves, 503 otherwise."""
+    known = geofailover_aliases()
+    wanted = request.GET.getlist("cache") or known
+    unknown = [alias for alias in wanted if alias not in known]
+    if unknown:
+        return JsonResponse({"status": "error", "error": f"not a geofailover cache: {', '.join(sorted(unknown))}"}, status=404)
+    report = {alias: cache_health(alias) for alias in wanted}
+    serving = all(entry["serving"] for entry in report.values())
+    return JsonResponse({"status": "ok" if serving else "unavailable", "caches": report}, status=200 if serving else 503)

@@ -1,0 +1,129 @@
+"""The example project, run as a user would: real servers, ``manage.py`` subprocesses.
+
+Also the fleet test: ``manage.py geofailover failover --to X`` in one process
+moves a separately running Django process (the example's ``runserver``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from geofailover_core.testing import RedisServer, wait_until
+from geofailover_core.testing.ports import pick_free_port
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "example_projects" / "django_site"
+
+
+def example_env(servers: list[RedisServer]) -> dict[str, str]:
+    urls = f"{servers[0].url}?name=primary&weight=2;{servers[1].url}?name=secondary&weight=1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    return {**env, "GEOFAILOVER_URL": urls, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "django_site.settings"}
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+class Site:
+    """The example's runserver in a subprocess."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = pick_free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{self.port}"],
+            cwd=EXAMPLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=3) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def json(self, path: str) -> dict[str, Any]:
+        status, body = self.get(path)
+        data: dict[str, Any] = json.loads(body)
+        data["_status"] = status
+        return data
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out
+
+
+@pytest.fixture
+def site(two: list[RedisServer]) -> Iterator[Callable[[], Site]]:
+    started: list[Site] = []
+
+    def start() -> Site:
+        s = Site(example_env(two))
+        started.append(s)
+        wait_until(lambda: s.proc.poll() is None and s.get("/geofailover/health/"), timeout=15, ignore=(OSError,), message="runserver did not start")
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def test_example_site_smoke(two: list[RedisServer], site: Callable[[], Site]) -> None:
+    env = example_env(two)
+    checked = manage(env, "check", "--fail-level", "WARNING")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    s = site()
+    assert [s.json("/?format=json")["page_views"] for _ in range(3)] == [1, 2, 3]
+    status, text = s.get("/")
+    assert status == 200 and "viewed 4 time(s)" in text and "'primary'" in text
+    assert s.json("/geofailover/health/")["_status"] == 200
+
+    two[0].kill()  # the primary region dies: the page keeps working, counting from 1 on the secondary
+    page = s.json("/?format=json")
+    assert page == {"page_views": 1, "served_by": "secondary", "_status": 200}
+    two[1].kill()  # every region down: the page still renders (IGNORE_EXCEPTIONS), readiness says 503
+    status, text = s.get("/")
+    assert status == 200 and "nothing was counted" in text
+    assert s.json("/geofailover/health/")["_status"] == 503
+    two[0].restart()
+    wait_until(lambda: s.json("/?format=json")["served_by"] == "primary", timeout=5, message="site did not recover")
+    log = s.stop()
+    assert "failed over primary -> secondary" in log  # the example's signal receiver
+    assert "every Redis region is down" in log
+
+
+def test_manage_py_failover_moves_a_separately_running_process(core_cli: None, two: list[RedisServer], site: Callable[[], Site]) -> None:
+    env = example_env(two)
+    s = site()
+    assert s.json("/?format=json")["served_by"] == "primary"
+
+    moved = manage(env, "geofailover", "failover", "--to", "secondary", "--reason", "region maintenance", "--wait", "8")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "OK" in moved.stdout and "1 process" in moved.stdout, moved.stdout
+    assert s.json("/?format=json")["served_by"] == "secondary"  # the other process has moved
+
+    status = manage(env, "geofailover", "status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = json.loads(status.stdout)["configurations"][0]
+    assert [p["active"] for p in report["fleet"]] == ["secondary"]
+    assert report["override"]["endpoint"] == "secondary"
+
+    back = manage(env, "geofailover", "failback", "--wait", "8")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert s.json("/?format=json")["served_by"] == "primary"
+    log = s.stop()
+    assert "region maintenance" in log  # the operator's reason reaches the serving process's log
