@@ -100,6 +100,7 @@ class FailoverEngine:
         self._lock = threading.RLock()
         self._active: EndpointState | None = self._ranked[0]  # optimistic: no blocking first probe
         self._generation = 0
+        self._routing: tuple[EndpointState | None, int] = (self._active, 0)
         self._hold: _Hold | None = None
         self._active_since = time.time()
         self._last_event: dict[str, Any] | None = None
@@ -139,8 +140,7 @@ class FailoverEngine:
         """The active endpoint and generation, for a pool about to connect."""
         if not self._started:
             self.start()
-        ep = self._active
-        generation = self._generation
+        ep, generation = self._routing  # one read: never an endpoint with another switch's generation
         if ep is None:
             if self._closed:
                 raise NoHealthyEndpointError(f"geofailover[{self.name}]: engine is closed")
@@ -170,6 +170,7 @@ class FailoverEngine:
             self._closed = True
             self._active = None
             self._generation += 1
+            self._routing = (None, self._generation)
             generation = self._generation
         self.monitor.stop()
         if self.control is not None:
@@ -397,6 +398,7 @@ class FailoverEngine:
         old = self._active
         self._active = target
         self._generation += 1
+        self._routing = (target, self._generation)
         self._active_since = time.time()
         if old is not None:
             old.counters["switched_away"] += 1
