@@ -195,13 +195,25 @@ class RedisServer:
     @property
     def pid(self) -> int | None:
         proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
+        return proc.pid if proc is not None and self._alive(proc) else None
 
     @property
     def is_running(self) -> bool:
         """True while the process exists (also when frozen)."""
         proc = self._proc
-        return proc is not None and proc.poll() is None
+        return proc is not None and self._alive(proc)
+
+    @staticmethod
+    def _alive(proc: subprocess.Popen[bytes]) -> bool:
+        # In a forked child (a gunicorn-like test) the server is not our child:
+        # poll() would wrongly report it dead, so ask the kernel instead.
+        if getattr(proc, "_geofailover_owner", os.getpid()) != os.getpid():
+            try:
+                os.kill(proc.pid, 0)
+            except OSError:
+                return False
+            return True
+        return proc.poll() is None
 
     @property
     def is_frozen(self) -> bool:
@@ -475,6 +487,7 @@ class RedisServer:
                 start_new_session=True,  # terminal Ctrl-C goes to pytest only; teardown kills us
                 close_fds=True,
             )
+        self._proc._geofailover_owner = os.getpid()  # type: ignore[attr-defined]
         self._frozen = False
 
     def _finish_start(self, deadline: float) -> None:
