@@ -231,7 +231,11 @@ def _default_name(parts: Any, index: int) -> str:
     if parts.scheme == "unix":
         return f"unix-{index}"
     host = (parts.hostname or "localhost").lower()
-    return f"{host}:{parts.port or 6379}"
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ConfigurationError(f"endpoints[{index}].url", "the port is not a number", "write redis://host:6379/0") from None
+    return f"{host}:{port}"
 
 
 @dataclass(frozen=True)

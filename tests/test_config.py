@@ -76,6 +76,7 @@ def test_default_names_are_host_port() -> None:
         ("redis://a:1?weight=heavy", ".weight", "number"),
         ("redis://a:1?name=bad name", ".name", "letters"),
         ("redis://a:1?bogus_key=1", "bogus_key", "spelling"),
+        ("redis://a:notaport/0", ".url", "6379"),
     ],
 )
 def test_bad_strings_raise_configuration_error(source: str, setting: str, fix_words: str) -> None:

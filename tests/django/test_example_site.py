@@ -13,6 +13,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,59 @@ def test_manage_py_failover_moves_a_separately_running_process(core_cli: None, t
     assert s.json("/?format=json")["served_by"] == "primary"
     log = s.stop()
     assert "region maintenance" in log  # the operator's reason reaches the serving process's log
+
+
+def test_gunicorn_preload_workers_fail_over_and_follow_the_fleet_command(core_cli: None, two: list[RedisServer]) -> None:
+    """gunicorn --preload: workers forked from a master that used the cache."""
+    pytest.importorskip("gunicorn")
+    env = example_env(two)
+    env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLE), str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    port = pick_free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "preload_wsgi:application"],
+        cwd=EXAMPLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+    def page() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?format=json", timeout=3) as response:
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+
+    def fleet() -> list[dict[str, Any]]:
+        done = manage(env, "geofailover", "status", "--json")
+        fleet_: list[dict[str, Any]] = json.loads(done.stdout)["configurations"][0]["fleet"]
+        return fleet_
+
+    try:
+        wait_until(page, timeout=15, ignore=(OSError,), message="gunicorn did not start")
+        master_pid = int(two[0].client().get(":1:preloaded-by"))  # Django key: prefix, version, key
+        assert master_pid == proc.pid
+        # A worker re-arms its engine on its first request after fork(); busy
+        # sync workers do not accept, so concurrent requests reach both.
+        def both_workers_report() -> list[dict[str, Any]] | None:
+            with ThreadPoolExecutor(4) as pool:
+                assert all(p["served_by"] == "primary" for p in pool.map(lambda _: page(), range(8)))
+            processes = fleet()
+            return processes if len(processes) == 3 else None
+
+        processes = wait_until(both_workers_report, timeout=15, message="heartbeats of the master and two workers")
+        assert master_pid in {p["pid"] for p in processes}  # the master used the cache: it is in the fleet too
+        assert all(p["active"] == "primary" for p in processes)
+
+        moved = manage(env, "geofailover", "failover", "--to", "secondary", "--wait", "8")
+        assert moved.returncode == 0 and "all 3 processes followed" in moved.stdout, moved.stdout + moved.stderr
+        assert {page()["served_by"] for _ in range(6)} == {"secondary"}
+
+        back = manage(env, "geofailover", "failback", "--wait", "8")
+        assert back.returncode == 0, back.stdout + back.stderr
+        two[0].kill()  # and a real fault: every worker moves by itself
+        assert {page()["served_by"] for _ in range(6)} == {"secondary"}
+        wait_until(lambda: {w["active"] for w in fleet()} == {"secondary"}, timeout=10, message="workers did not report the failover")
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert "Traceback" not in out, out[-3000:]

@@ -343,6 +343,9 @@ def test_signals_fire_once_per_switch(geo_cache: Any, two: list[RedisServer], ca
     assert len(errors) == 1 and "broken" in errors[0].getMessage() and errors[0].exc_info is not None
 
 
+# Forking a process whose monitor thread runs is the point (gunicorn --preload does it);
+# Python 3.12 warns about exactly that.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_fork_child_gets_working_cache_monitor_and_signals(geo_cache: Any, two: list[RedisServer]) -> None:
     """Like a gunicorn --preload worker: the parent used the cache before fork()."""
     from django.test import Client
