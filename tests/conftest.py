@@ -51,6 +51,17 @@ def make_client() -> Iterator[MakeClient]:
 
 
 @pytest.fixture
+def clients() -> Iterator[list[FailoverRedis]]:
+    """Clients a test builds itself; closed (with their engines) afterwards."""
+    made: list[FailoverRedis] = []
+    yield made
+    for client in made:
+        client.geofailover.close()
+        client.close()
+    registry.close_all()
+
+
+@pytest.fixture
 def two(redis_server_factory: Callable[..., list[RedisServer]]) -> list[RedisServer]:
     return redis_server_factory(2)
 

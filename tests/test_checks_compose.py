@@ -3,12 +3,11 @@ and configuration from plain dicts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from geofailover_core import ConfigurationError, FailoverRedis, HealthResult, HealthStatus, ProbeContext, registry
+from geofailover_core import ConfigurationError, FailoverRedis, HealthResult, HealthStatus, ProbeContext
 from geofailover_core.health import FAILBACK_ONLY, CallableHealthCheck, combine_checks, resolve_check
 from geofailover_core.testing import wait_until
 
@@ -55,16 +54,6 @@ def caught_up(ctx: ProbeContext) -> bool:
 def make_flag_check(key: str) -> Any:
     """A factory configured from settings: ``{"class": "...make_flag_check", "key": "x"}``."""
     return CallableHealthCheck(lambda ctx: not ctx.client.exists(key), name=f"flag:{key}")
-
-
-@pytest.fixture
-def clients() -> Iterator[list[FailoverRedis]]:
-    made: list[FailoverRedis] = []
-    yield made
-    for client in made:
-        client.geofailover.close()
-        client.close()
-    registry.close_all()
 
 
 def build(clients: list[FailoverRedis], servers: Any, a_checks: list[Any], **options: Any) -> FailoverRedis:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from geofailover_core import FailoverRedis, UnhealthyEndpointError, registry
+from geofailover_core import FailoverRedis, UnhealthyEndpointError
 from geofailover_core.testing import FakeRestServer, RedisServer, wait_until
 
 from .conftest import FAST
@@ -30,16 +30,6 @@ ROUND_BUDGET = 5.0  # generous deadline for anything that takes a few monitor ro
 def api() -> Iterator[FakeRestServer]:
     with FakeRestServer(password="S3cret-REST-pw") as server:
         yield server
-
-
-@pytest.fixture
-def clients() -> Iterator[list[FailoverRedis]]:
-    made: list[FailoverRedis] = []
-    yield made
-    for client in made:
-        client.geofailover.close()
-        client.close()
-    registry.close_all()
 
 
 def build(

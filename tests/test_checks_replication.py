@@ -4,7 +4,7 @@ reads are observable)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from geofailover_core import ConfigurationError, FailoverConfig, FailoverRedis, HealthStatus, ProbeContext, UnhealthyEndpointError, registry
+from geofailover_core import ConfigurationError, FailoverConfig, FailoverRedis, HealthStatus, ProbeContext, UnhealthyEndpointError
 from geofailover_core.checks import ReplicationLagHealthCheck
 from geofailover_core.testing import FaultProxy, RedisServer, wait_until
 
@@ -29,16 +29,6 @@ def pair(redis_server_factory: Callable[..., list[RedisServer]], fault_proxy_fac
     link = fault_proxy_factory(primary)
     replica.replicaof(link, wait=True)
     return primary, replica, link
-
-
-@pytest.fixture
-def clients() -> Iterator[list[FailoverRedis]]:
-    made: list[FailoverRedis] = []
-    yield made
-    for client in made:
-        client.geofailover.close()
-        client.close()
-    registry.close_all()
 
 
 def prepared(check: ReplicationLagHealthCheck, replica: RedisServer, primary: RedisServer, *, timeout: float = 0.5) -> Callable[[], Any]:
