@@ -207,6 +207,7 @@ class EndpointState:
             "health": str(self.health),
             "health_detail": self.health_detail,
             "breaker": self.breaker_state,
+            "breaker_failures": self.breaker.fail_counter,  # consecutive, towards failure_threshold
             "latency_ms": None if self.latency is None else round(self.latency * 1000, 3),
             "last_probe_at": self.last_probe_at,
             "last_error": self.last_error,

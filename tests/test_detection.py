@@ -67,27 +67,32 @@ def test_consecutive_timeouts_open_the_breaker_but_a_success_resets_the_count(tw
     # Health checks that always pass isolate the breaker: only command errors count here.
     client = make_client(two, failure_threshold=3, confirm_timeout=0.05, health_checks=[lambda ctx: True])
     client.ping()
-    ctl = two[0].client()
-    # DEBUG SLEEP makes individual commands time out while the server stays up
-    for _ in range(2):
-        t = threading.Thread(target=lambda: ctl.execute_command("DEBUG", "SLEEP", "0.5"))
-        t.start()
-        time.sleep(0.05)
-        with pytest.raises(redis.exceptions.TimeoutError):
-            client.incr("n")
-        t.join()
-    assert breaker(client)["breaker"] == "closed"
-    assert client.ping()  # success: consecutive count back to zero
-    wait_until(lambda: breaker(client)["breaker"] == "closed", timeout=1)
-    for _ in range(3):
-        t = threading.Thread(target=lambda: ctl.execute_command("DEBUG", "SLEEP", "0.5"))
-        t.start()
-        time.sleep(0.05)
+
+    def time_out_once() -> None:
+        two[0].freeze()  # the server stays up but stops answering
         try:
-            client.incr("n")
-        except redis.exceptions.TimeoutError:
-            pass
-        t.join()
+            with pytest.raises(redis.exceptions.TimeoutError):
+                client.incr("n")  # a write that may have been received: not re-sent
+        finally:
+            two[0].thaw()
+
+    time_out_once()
+    time_out_once()
+    assert breaker(client)["breaker"] == "closed"
+    assert breaker(client)["breaker_failures"] == 2
+    assert client.ping()  # a success: the consecutive count is back to zero
+    assert breaker(client)["breaker_failures"] == 0
+    time_out_once()
+    time_out_once()
+    assert client.geofailover.active == "a"
+    two[0].freeze()
+    try:
+        client.incr("n")  # the third consecutive timeout opens the breaker
+    except redis.exceptions.TimeoutError:
+        pass
+    finally:
+        two[0].thaw()
+    assert breaker(client)["breaker"] == "open"
     assert client.geofailover.active == "b"
 
 
