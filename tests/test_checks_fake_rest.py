@@ -227,7 +227,8 @@ def test_delay_and_hang_and_heal(api: FakeRestServer) -> None:
     result: list[int] = []
     waiter = threading.Thread(target=lambda: result.append(call(api, f"/v1/bdbs/{bdb.uid}/availability", timeout=5)[0]))
     waiter.start()
-    wait_until(lambda: api.in_flight == 1, timeout=2, message="request held by hang()")
+    # the first (timed-out) request is still held too: both hang until heal()
+    wait_until(lambda: api.in_flight == 2, timeout=2, message="request held by hang()")
     api.heal()  # releases the hung request
     waiter.join(5)
     assert result == [200]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import json
 import os
 import signal
 import socket
@@ -379,6 +380,10 @@ def test_fork_child_gets_working_cache_monitor_and_signals(geo_cache: Any, two: 
             wait_until(lambda: got, timeout=5, message="no failover signal in the child")
         except BaseException:
             report = traceback.format_exc()[-3000:]
+            try:
+                report += "\nengine status in the child: " + json.dumps(cache.geofailover.status(), default=str)
+            except Exception as exc:  # noqa: BLE001 - diagnostics only
+                report += f"\n(no status: {exc!r})"
         finally:
             os.write(write_fd, report.encode())
             os._exit(0)
