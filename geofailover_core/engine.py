@@ -391,8 +391,8 @@ class FailoverEngine:
             if target is old:
                 return
             generation = self._switch(target)
-            events = self._describe(old, target, reason, why or detail)
-        self._after_switch(generation, events)
+            self._describe(old, target, reason, why or detail)
+        self._after_switch(generation)
 
     def _switch(self, target: EndpointState | None) -> int:
         old = self._active
@@ -411,6 +411,7 @@ class FailoverEngine:
         so anyone who sees the new active endpoint can also flush its events."""
         events = self._switch_events(old, new, reason, detail)
         for event in events:
+            self._log(event)  # rare, and then the log line is never behind the visible state
             self._emit(event)
         return events
 
@@ -428,15 +429,13 @@ class FailoverEngine:
             cls = FailbackEvent if new.rank < old.rank else FailoverEvent
         return [cls(config=self.name, from_endpoint=old.name, to_endpoint=new.name, reason=str(reason), detail=detail)]
 
-    def _after_switch(self, generation: int, events: list[GeoEvent]) -> None:
+    def _after_switch(self, generation: int) -> None:
         self.monitor.notify_all()  # wake callers waiting in confirm()
         for pool in list(self._pools):
             try:
                 pool._geofailover_switched(generation)
             except Exception:
                 logger.exception("geofailover[%s]: pool cleanup after switch failed", self.name)
-        for event in events:
-            self._log(event)
 
     def _log(self, event: GeoEvent) -> None:
         why = f" ({event.detail})" if event.detail else ""
@@ -499,8 +498,8 @@ class FailoverEngine:
             if old is target:
                 return
             generation = self._switch(target)
-            events = self._describe(old, target, Reason.PIN if pinned else Reason.MANUAL, why)
-        self._after_switch(generation, events)
+            self._describe(old, target, Reason.PIN if pinned else Reason.MANUAL, why)
+        self._after_switch(generation)
 
     def unpin(self) -> None:
         """End a pin or manual hold; automatic rules (including failback after grace) resume."""
@@ -517,8 +516,8 @@ class FailoverEngine:
             if target is None or target is old:
                 return
             generation = self._switch(target)
-            events = self._describe(old, target, Reason.MANUAL, "manual failback")
-        self._after_switch(generation, events)
+            self._describe(old, target, Reason.MANUAL, "manual failback")
+        self._after_switch(generation)
 
     def check_now(self, timeout: float | None = None) -> bool:
         """Run one probe round now and wait for it (CLI ``check``, tests)."""

@@ -203,6 +203,8 @@ def test_one_warning_per_failover_and_info_per_failback(two, make_client: MakeCl
         client.ping()
     two[0].restart()
     wait_until(lambda: client.geofailover.active == "a", timeout=4)
+    # the log line follows the switch (it is written after the engine lock is released)
+    wait_until(lambda: any("failback b -> a" in r.getMessage() for r in caplog.records), timeout=2)
     failovers = [r for r in caplog.records if "failover a -> b" in r.getMessage()]
     failbacks = [r for r in caplog.records if "failback b -> a" in r.getMessage()]
     assert len(failovers) == 1 and failovers[0].levelname == "WARNING"
