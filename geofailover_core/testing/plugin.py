@@ -80,6 +80,18 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"geofailover: {binary_text}; {namespace}"
 
 
+def _close_all(things: list[Any]) -> None:
+    """Close everything a fixture made, newest first; one failure must not leak the rest."""
+    errors: list[BaseException] = []
+    for thing in reversed(things):
+        try:
+            thing.close()
+        except Exception as exc:  # noqa: BLE001 - close the rest, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
 @pytest.fixture(scope="session")
 def redis_binary() -> ServerBinary:
     """The server binary for this session; skips the test if there is none.
@@ -117,14 +129,7 @@ def redis_server_factory(redis_binary: ServerBinary) -> Iterator[ServerFactory]:
 
     yield factory
 
-    errors: list[BaseException] = []
-    for server in reversed(created):
-        try:
-            server.close()
-        except Exception as exc:  # noqa: BLE001 - close the rest, then report
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    _close_all(created)
 
 
 @pytest.fixture
@@ -157,14 +162,7 @@ def fault_proxy_factory() -> Iterator[ProxyFactory]:
 
     yield factory
 
-    errors: list[BaseException] = []
-    for proxy in reversed(created):
-        try:
-            proxy.close()
-        except Exception as exc:  # noqa: BLE001 - close the rest, then report
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    _close_all(created)
 
 
 @pytest.fixture
