@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import logging
 import json
+import logging
 import os
 import signal
 import socket
@@ -382,7 +382,7 @@ def test_fork_child_gets_working_cache_monitor_and_signals(geo_cache: Any, two: 
             report = traceback.format_exc()[-3000:]
             try:
                 report += "\nengine status in the child: " + json.dumps(cache.geofailover.status(), default=str)
-            except Exception as exc:  # noqa: BLE001 - diagnostics only
+            except Exception as exc:
                 report += f"\n(no status: {exc!r})"
         finally:
             os.write(write_fd, report.encode())
