@@ -98,6 +98,7 @@ class FailoverEngine:
         self._by_name = {ep.name: ep for ep in self._states}
         self._ranked = sorted(self._states, key=lambda ep: ep.rank)
         self._lock = threading.RLock()
+        self._start_lock = threading.Lock()
         self._active: EndpointState | None = self._ranked[0]  # optimistic: no blocking first probe
         self._generation = 0
         self._routing: tuple[EndpointState | None, int] = (self._active, 0)
@@ -156,7 +157,9 @@ class FailoverEngine:
 
     def start(self) -> None:
         """Start the monitor (done lazily on first use, and again in a forked child)."""
-        with self._lock:
+        # Not the engine lock: pools call this while holding their own lock, and a
+        # switch holds the engine lock while it takes the pools' locks.
+        with self._start_lock:
             if self._started or self._closed:
                 return
             self._started = True
@@ -187,6 +190,7 @@ class FailoverEngine:
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.RLock()
+        self._start_lock = threading.Lock()
         self._started = False
         self.monitor.after_fork()
         self.events._after_fork()
@@ -398,6 +402,10 @@ class FailoverEngine:
         old = self._active
         self._active = target
         self._generation += 1
+        # Drop idle sockets to the old endpoint *before* new checkouts can see the
+        # new route: a stale socket found by a command started after the switch
+        # would otherwise fail and be blamed on the new endpoint.
+        self._purge_pools(self._generation)
         self._routing = (target, self._generation)
         self._active_since = time.time()
         if old is not None:
@@ -429,13 +437,15 @@ class FailoverEngine:
             cls = FailbackEvent if new.rank < old.rank else FailoverEvent
         return [cls(config=self.name, from_endpoint=old.name, to_endpoint=new.name, reason=str(reason), detail=detail)]
 
-    def _after_switch(self, generation: int) -> None:
-        self.monitor.notify_all()  # wake callers waiting in confirm()
+    def _purge_pools(self, generation: int) -> None:
         for pool in list(self._pools):
             try:
                 pool._geofailover_switched(generation)
             except Exception:
                 logger.exception("geofailover[%s]: pool cleanup after switch failed", self.name)
+
+    def _after_switch(self, generation: int) -> None:
+        self.monitor.notify_all()  # wake callers waiting in confirm()
 
     def _log(self, event: GeoEvent) -> None:
         why = f" ({event.detail})" if event.detail else ""
