@@ -29,7 +29,7 @@ from redis.client import Pipeline, PubSub
 
 from .commands import BLOCKING, Failure, blocking_seconds, retry_allowed
 from .config import EndpointConfig, FailoverConfig, split_options
-from .engine import FailoverEngine
+from .engine import FailoverEngine, failed_generation
 from .errors import ConfigurationError, NoHealthyEndpointError
 from .pool import BLOCKING_FLAG, WOKEN_FLAG, FailoverBlockingConnectionPool, FailoverConnectionPool, FailoverPoolMixin
 from .registry import get_engine, lookup
@@ -52,7 +52,7 @@ def _recover(engine: FailoverEngine, generation: int, exc: BaseException, comman
     kind = engine.report_failure(generation, exc, command)
     if kind is Failure.IGNORE:
         return False
-    return engine.confirm(generation) and engine.active is not None
+    return engine.confirm(failed_generation(exc, generation)) and engine.active is not None
 
 
 class FailoverRedis(redis.Redis):

@@ -70,6 +70,12 @@ class _Hold:
     since: float
 
 
+def failed_generation(exc: BaseException, default: int) -> int:
+    """The generation of the connection that failed: pools stamp connect errors
+    with it, since a socket made before a switch may fail after it."""
+    return min(int(getattr(exc, "_geofailover_gen", default)), default)
+
+
 def _raise(exc: BaseException) -> None:
     raise exc
 
@@ -216,6 +222,7 @@ class FailoverEngine:
         the current endpoint: the switch already happened.
         """
         kind = classify(exc, command)
+        generation = failed_generation(exc, generation)
         if kind is Failure.IGNORE or generation != self._generation:
             return kind
         with self._lock:
@@ -402,11 +409,11 @@ class FailoverEngine:
         old = self._active
         self._active = target
         self._generation += 1
-        # Drop idle sockets to the old endpoint *before* new checkouts can see the
-        # new route: a stale socket found by a command started after the switch
-        # would otherwise fail and be blamed on the new endpoint.
-        self._purge_pools(self._generation)
         self._routing = (target, self._generation)
+        # Idle sockets to the old endpoint go now, before the lock is released.
+        # (A command that still finds one fails with an error stamped with that
+        # socket's generation, so it is never blamed on the new endpoint.)
+        self._purge_pools(self._generation)
         self._active_since = time.time()
         if old is not None:
             old.counters["switched_away"] += 1

@@ -105,6 +105,18 @@ class FailoverPoolMixin:
         conn = conn_class(**kwargs)
         setattr(conn, _GEN, generation)
         setattr(conn, _ENDPOINT, ep.name)
+        base_connect = conn.connect
+
+        def connect() -> None:
+            # redis-py (re)connects inside get_connection() and send_command();
+            # stamp failures with this socket's generation for the breaker.
+            try:
+                base_connect()
+            except BaseException as exc:
+                exc._geofailover_gen = generation  # type: ignore[attr-defined]
+                raise
+
+        conn.connect = connect  # type: ignore[method-assign]
         return conn
 
     def owns_connection(self, connection: Any) -> bool:
