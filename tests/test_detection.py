@@ -131,3 +131,21 @@ def test_classification(exc: BaseException, command: str | None, kind: Failure) 
 )
 def test_blocking_seconds(args: tuple[object, ...], seconds: float | None) -> None:
     assert blocking_seconds(str(args[0]), args) == seconds
+
+
+def test_a_stale_socket_failure_is_never_blamed_on_the_new_endpoint(two, make_client: MakeClient) -> None:
+    """A socket made before a switch that fails after it carries its own generation."""
+    client = make_client(two, health_checks=[lambda ctx: True])
+    client.ping()
+    pool = client.connection_pool
+    stale = pool.get_connection()  # to a, checked out before the switch
+    two[0].kill()
+    client.geofailover.failover_to("b", reason="operator")
+    stale.disconnect()
+    with pytest.raises(redis.exceptions.ConnectionError) as info:
+        stale.connect()  # refused: conclusive, but about a
+    client.geofailover.report_failure(client.geofailover.generation, info.value, "GET")
+    b = breaker(client, "b")
+    assert b["breaker"] == "closed" and b["counters"].get("command_failures", 0) == 0
+    pool.release(stale)
+    assert client.ping() and client.geofailover.active == "b"
