@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from geofailover_core import FailoverRedis, registry
 from geofailover_core.testing import RedisServer
+from geofailover_core.testing.fake_rest import CertificateAuthority, FakeRestServer
 
 # Tight timings so that every fault costs a fraction of a second.
 FAST = {
@@ -59,6 +61,22 @@ def clients() -> Iterator[list[FailoverRedis]]:
         client.geofailover.close()
         client.close()
     registry.close_all()
+
+
+@pytest.fixture(scope="module")
+def ca() -> Iterator[CertificateAuthority]:
+    """A test CA for HTTPS tests of the fake Redis Software REST API."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl binary")
+    with CertificateAuthority() as authority:
+        yield authority
+
+
+@pytest.fixture
+def api() -> Iterator[FakeRestServer]:
+    """A fake Redis Software REST API (plain HTTP)."""
+    with FakeRestServer() as server:
+        yield server
 
 
 @pytest.fixture

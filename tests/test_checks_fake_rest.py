@@ -15,7 +15,6 @@ import shutil
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,18 +24,6 @@ from geofailover_core.testing import CertificateAuthority, FakeRestServer, wait_
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl binary for test certificates")
 
 
-@pytest.fixture(scope="module")
-def ca() -> Iterator[CertificateAuthority]:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl binary")
-    with CertificateAuthority() as authority:
-        yield authority
-
-
-@pytest.fixture
-def api() -> Iterator[FakeRestServer]:
-    with FakeRestServer() as server:
-        yield server
 
 
 def call(

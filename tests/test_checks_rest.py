@@ -4,10 +4,8 @@ matching, outcomes, inconclusive answers, credentials, TLS and configuration."""
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,18 +20,6 @@ from geofailover_core.testing import CertificateAuthority, FakeRestServer, wait_
 REDIS_PORT = 12000
 
 
-@pytest.fixture(scope="module")
-def ca() -> Iterator[CertificateAuthority]:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl binary")
-    with CertificateAuthority() as authority:
-        yield authority
-
-
-@pytest.fixture
-def api() -> Iterator[FakeRestServer]:
-    with FakeRestServer() as server:
-        yield server
 
 
 def probe(check: RestAvailabilityHealthCheck, url: str = f"redis://127.0.0.1:{REDIS_PORT}/0", *, timeout: float = 2.0, interval: float = 1e-9):
