@@ -227,7 +227,7 @@ class FailoverEngine:
             return kind
         with self._lock:
             ep = self._active
-            if ep is None:
+            if ep is None or generation != self._generation:  # switched meanwhile: not about ep
                 return kind
             ep.counters["command_failures"] += 1
             ep.last_error = mask_text(f"{type(exc).__name__}: {exc}", self._secrets)
