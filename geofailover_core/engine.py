@@ -127,13 +127,18 @@ class FailoverEngine:
 
     @property
     def active(self) -> str | None:
-        """Name of the endpoint serving traffic, or ``None`` when all are down."""
-        ep = self._active
+        """Name of the endpoint serving traffic, or ``None`` when all are down.
+
+        Read under the lock, so whoever sees a switch here can also flush its
+        events and find its log line (both are queued inside the switch)."""
+        with self._lock:
+            ep = self._active
         return ep.name if ep is not None else None
 
     @property
     def generation(self) -> int:
-        return self._generation
+        with self._lock:
+            return self._generation
 
     @property
     def endpoint_names(self) -> list[str]:
