@@ -27,12 +27,13 @@ from typing import Any
 import redis
 from redis.client import Pipeline, PubSub
 
-from .commands import BLOCKING, Failure, blocking_seconds, retry_allowed
+from .commands import BLOCKING, blocking_seconds, retry_allowed
 from .config import EndpointConfig, FailoverConfig, split_options
-from .engine import FailoverEngine, failed_generation
-from .errors import ConfigurationError, NoHealthyEndpointError
-from .pool import BLOCKING_FLAG, WOKEN_FLAG, FailoverBlockingConnectionPool, FailoverConnectionPool, FailoverPoolMixin
+from .engine import FailoverEngine
+from .errors import ConfigurationError
+from .pool import FailoverBlockingConnectionPool, FailoverConnectionPool, FailoverPoolMixin
 from .registry import get_engine, lookup
+from .stamps import exec_sent, generation_of, is_unsent, mark_exec_sent, mark_unsent, set_blocking, was_woken
 
 EndpointSpec = EndpointConfig | Mapping[str, Any] | str
 _BLOCKING_NAMES = BLOCKING | {name.lower() for name in BLOCKING}
@@ -43,16 +44,6 @@ def _engine_of(pool: Any) -> FailoverEngine:
     if not isinstance(pool, FailoverPoolMixin):
         raise TypeError("geofailover clients need a geofailover connection pool")
     return pool.engine
-
-
-def _recover(engine: FailoverEngine, generation: int, exc: BaseException, command: str | None) -> bool:
-    """Feed ``exc`` to the breaker; True when traffic has moved off ``generation``."""
-    if isinstance(exc, NoHealthyEndpointError):
-        return False
-    kind = engine.report_failure(generation, exc, command)
-    if kind is Failure.IGNORE:
-        return False
-    return engine.confirm(failed_generation(exc, generation)) and engine.active is not None
 
 
 class FailoverRedis(redis.Redis):
@@ -149,13 +140,13 @@ class FailoverRedis(redis.Redis):
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         engine = self._geofailover_engine
-        generation = engine._generation
+        generation = engine.generation
         pinned = self.connection
         if pinned is not None:  # single_connection_client: its socket may predate a switch
-            generation = getattr(pinned, "_geofailover_gen", generation)
-            if generation != engine._generation:
+            generation = pinned._geofailover_gen  # type: ignore[attr-defined]  # a ManagedConnection
+            if generation != engine.generation:
                 self._move_pinned_connection()
-                generation = engine._generation
+                generation = engine.generation
         try:
             if args and args[0] in _BLOCKING_NAMES:
                 result = self._execute_blocking(args, options)
@@ -163,7 +154,7 @@ class FailoverRedis(redis.Redis):
                 result = _REDIS_EXECUTE(self, *args, **options)
         except BaseException as exc:  # noqa: BLE001 - classified and re-raised by _retry_after
             return self._retry_after(exc, generation, args, options)
-        if engine._suspect:
+        if engine.suspect:
             engine.record_success(generation)
         return result
 
@@ -176,13 +167,13 @@ class FailoverRedis(redis.Redis):
         engine = self._geofailover_engine
         command = str(args[0]) if args else ""
         for _ in range(len(engine.config.endpoints)):
-            if not _recover(engine, generation, exc, command):
+            if not engine.recover(generation, exc, command):
                 raise exc
             if not retry_allowed(engine.config.retry_on_failover, [command], exc):
                 raise exc
             if self.connection is not None:
                 self._move_pinned_connection()
-            generation = engine._generation
+            generation = engine.generation
             try:
                 return self._run_once(args, options)
             except BaseException as again:  # noqa: BLE001 - re-raised after the loop
@@ -205,18 +196,18 @@ class FailoverRedis(redis.Redis):
         sock = conn._sock
         if wait is not None and sock is not None:
             sock.settimeout(None if wait == 0 else wait + (conn.socket_timeout or 0))
-        setattr(conn, BLOCKING_FLAG, True)
+        set_blocking(conn, True)
         try:
             return self._send_command_parse_response(conn, command_name, *args, **options)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            if getattr(conn, WOKEN_FLAG, False):
+            if was_woken(conn):
                 # We shut the socket of a command parked on the old endpoint:
                 # re-sending it cannot duplicate a pop that never returned.
-                exc._geofailover_unsent = True  # type: ignore[union-attr]
+                mark_unsent(exc)
             conn.disconnect()
             raise
         finally:
-            setattr(conn, BLOCKING_FLAG, False)
+            set_blocking(conn, False)
             if sock is not None and conn._sock is sock:
                 try:
                     sock.settimeout(conn.socket_timeout)
@@ -235,13 +226,13 @@ class FailoverRedis(redis.Redis):
         endpoint failed before EXEC was sent (WATCH-based transactions are
         designed to be re-run)."""
         engine = self._geofailover_engine
-        generation = engine._generation
+        generation = engine.generation
         try:
             return super().transaction(func, *watches, **kwargs)
         except BaseException as exc:
-            if getattr(exc, "_geofailover_exec_sent", False) and engine.config.retry_on_failover != "all":
+            if exec_sent(exc) and engine.config.retry_on_failover != "all":
                 raise
-            if engine.config.retry_on_failover == "none" or not _recover(engine, generation, exc, "MULTI"):
+            if engine.config.retry_on_failover == "none" or not engine.recover(generation, exc, "MULTI"):
                 raise
             return super().transaction(func, *watches, **kwargs)
 
@@ -267,27 +258,27 @@ class FailoverPipeline(Pipeline):
         engine = _engine_of(self.connection_pool)
         stack = list(self.command_stack)
         watching = self.watching
-        generation = engine._generation
+        generation = engine.generation
         try:
             result = super().execute(raise_on_error)
         except BaseException as exc:
             commands = [str(args[0]) for args, _ in stack]
             transactional = bool(getattr(self, "transaction", True)) or bool(self.explicit_transaction)
             if transactional:
-                exc._geofailover_exec_sent = not getattr(exc, "_geofailover_unsent", False)  # type: ignore[attr-defined]
-            if watching or not _recover(engine, generation, exc, commands[0] if commands else None):
+                mark_exec_sent(exc, not is_unsent(exc))
+            if watching or not engine.recover(generation, exc, commands[0] if commands else None):
                 raise
             if not retry_allowed(engine.config.retry_on_failover, commands, exc):
                 raise
             self.command_stack = stack
             return super().execute(raise_on_error)
-        if engine._suspect:
+        if engine.suspect:
             engine.record_success(generation)
         return result  # type: ignore[no-any-return]
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         engine = _engine_of(self.connection_pool)
-        generation = engine._generation
+        generation = engine.generation
         try:
             return super().immediate_execute_command(*args, **options)
         except BaseException as exc:
@@ -310,7 +301,7 @@ class FailoverPubSub(PubSub):
 
     def _stale(self) -> bool:
         conn = self.connection
-        return conn is not None and getattr(conn, "_geofailover_gen", None) != self._engine()._generation
+        return conn is not None and generation_of(conn) != self._engine().generation
 
     def _move(self) -> None:
         old = self.connection
@@ -330,11 +321,11 @@ class FailoverPubSub(PubSub):
         engine = self._engine()
         if self._stale():
             self._move()
-        generation = engine._generation
+        generation = engine.generation
         try:
             super().execute_command(*args)
         except BaseException as exc:
-            if not _recover(engine, generation, exc, str(args[0]) if args else None):
+            if not engine.recover(generation, exc, str(args[0]) if args else None):
                 raise
             self._move()
             super().execute_command(*args)
@@ -344,11 +335,11 @@ class FailoverPubSub(PubSub):
         for _ in range(len(engine.config.endpoints) + 1):
             if self._stale():
                 self._move()
-            generation = engine._generation
+            generation = engine.generation
             try:
                 return super().parse_response(block, timeout)
             except BaseException as exc:
-                if not _recover(engine, generation, exc, None):
+                if not engine.recover(generation, exc, None):
                     raise
                 self._move()
                 if not block:

@@ -342,15 +342,14 @@ class FailoverConfig:
         endpoints = tuple(EndpointConfig.from_dict(item, index=i) for i, item in enumerate(raw))
         kwargs: dict[str, Any] = {}
         client_options = dict(data.pop("client_options", {}) or {})
-        field_names = {f.name for f in fields(cls)} - {"endpoints", "client_options"}
         known = connection_option_names()
         for key, value in data.items():
-            if key in field_names:
+            if key in ENGINE_FIELDS:
                 kwargs[key] = value
             elif key in known:
                 client_options[key] = value
             else:
-                raise _unknown("", key, field_names | known)
+                raise _unknown("", key, ENGINE_FIELDS | known)
         return cls(endpoints=endpoints, client_options=client_options, **kwargs)
 
     @classmethod
@@ -390,17 +389,20 @@ class FailoverConfig:
         return f"FailoverConfig(name={self.name!r}, endpoints=[{eps}])"
 
 
+#: The options a configuration's engine is made of (every client of one engine shares them).
+ENGINE_FIELDS: frozenset[str] = frozenset(f.name for f in fields(FailoverConfig)) - {"endpoints", "client_options"}
+
+
 def split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split constructor keyword arguments into engine options and client options."""
     engine: dict[str, Any] = {}
     client: dict[str, Any] = {}
-    field_names = {f.name for f in fields(FailoverConfig)} - {"endpoints", "client_options"}
     known = connection_option_names()
     for key, value in options.items():
-        if key in field_names:
+        if key in ENGINE_FIELDS:
             engine[key] = value
         elif key in known:
             client[key] = value
         else:
-            raise _unknown("", key, field_names | known)
+            raise _unknown("", key, ENGINE_FIELDS | known)
     return engine, client

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from .cli import Style
     from .client import FailoverRedis
     from .events import GeoEvent
+    from .terminal import Style
     from .testing import FaultProxy, RedisServer
 
 DESCRIPTION = """\
@@ -162,8 +162,8 @@ class _Screen:
 
 def run(args: argparse.Namespace, out: TextIO, *, style: Style | None = None) -> int:
     """Run the demo with parsed ``args``; returns the exit status."""
-    from .cli import Style
     from .client import FailoverRedis
+    from .terminal import Style
     from .testing import FaultProxy, RedisServer, find_redis_server
 
     style = style or Style(out, getattr(args, "color", "auto"))

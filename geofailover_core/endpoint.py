@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pybreaker
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from .commands import Failure, classify
 from .config import EndpointConfig, FailoverConfig
+from .connection import direct_client, endpoint_params, probe_params
 from .errors import ConfigurationError
 from .events import Reason
 from .health import (
@@ -55,6 +54,9 @@ class EndpointState:
     config: EndpointConfig
     index: int
     breaker: pybreaker.CircuitBreaker
+    # Builds a breaker on this endpoint's breaker storage (state, counters and
+    # opened_at live there), so a forked child gets fresh locks, same state.
+    breaker_factory: Callable[[], pybreaker.CircuitBreaker]
     checks: tuple[HealthCheck, ...]
     secrets: tuple[str, ...]
     health: HealthStatus = HealthStatus.UNKNOWN
@@ -73,6 +75,7 @@ class EndpointState:
     gate_since: float | None = None  # wall clock of the last change
     check_outcomes: tuple[CheckOutcome, ...] = ()
     _probe_client: redis.Redis | None = None
+    _direct_client: redis.Redis | None = None
 
     @property
     def name(self) -> str:
@@ -91,8 +94,19 @@ class EndpointState:
     def breaker_state(self) -> str:
         return str(self.breaker.current_state)
 
+    @property
+    def breaker_closed(self) -> bool:
+        return bool(self.breaker.current_state == pybreaker.STATE_CLOSED)
+
     def eligible(self) -> bool:
-        return self.health is not HealthStatus.UNHEALTHY and self.breaker.current_state == pybreaker.STATE_CLOSED
+        """May traffic go here at all? Not known to be down, breaker closed."""
+        return self.health is not HealthStatus.UNHEALTHY and self.breaker_closed
+
+    def answering(self) -> bool:
+        """Did the last probe get a positive answer (and no command errors since)?
+        Stricter than :meth:`eligible`: for work that moves data or costs a
+        timeout per unreachable endpoint, where "not known to be down" is not enough."""
+        return self.health is HealthStatus.HEALTHY and self.breaker_closed
 
     def healthy_for(self, seconds: float, now: float) -> bool:
         return self.health is HealthStatus.HEALTHY and self.healthy_since is not None and now - self.healthy_since >= seconds
@@ -134,20 +148,21 @@ class EndpointState:
     # -- probing (runs on a probe worker thread) ---------------------------------
 
     def probe_client(self, config: FailoverConfig) -> redis.Redis:
+        """This endpoint's client for probes and control records: probe timeouts, bytes replies."""
         client = self._probe_client
         if client is None:
-            from .pool import quiet_connection_defaults
+            client = self._probe_client = direct_client(*probe_params(config, self.config), max_connections=4)
+        return client
 
-            conn_class, kwargs = self.config.connection_params({**quiet_connection_defaults(), **config.base_connection_options()})
-            kwargs.update(
-                socket_timeout=config.health_check_timeout,
-                socket_connect_timeout=config.health_check_timeout,
-                retry=Retry(NoBackoff(), 0),
-                decode_responses=False,
-            )
-            kwargs.pop("health_check_interval", None)
-            pool = redis.ConnectionPool(connection_class=conn_class, max_connections=4, **kwargs)
-            client = self._probe_client = redis.Redis(connection_pool=pool)
+    def direct_client(self, config: FailoverConfig) -> redis.Redis:
+        """A client pinned to this endpoint with the engine's own connection
+        options (normal timeouts, bytes replies), for work that must reach this
+        endpoint whatever is active: draining it, reading a result left on it."""
+        client = self._direct_client
+        if client is None:
+            conn_class, kwargs = endpoint_params(config, self.config)
+            kwargs["decode_responses"] = False
+            client = self._direct_client = direct_client(conn_class, kwargs, max_connections=8)
         return client
 
     def run_checks(self, config: FailoverConfig) -> HealthResult:
@@ -178,9 +193,10 @@ class EndpointState:
         )
 
     def close_probe_client(self) -> None:
-        client, self._probe_client = self._probe_client, None
-        if client is not None:
-            client.connection_pool.disconnect()
+        for client in (self._probe_client, self._direct_client):
+            if client is not None:
+                client.connection_pool.disconnect()
+        self._probe_client = self._direct_client = None
         for check in self.checks:
             close = getattr(check, "close", None)
             if callable(close):
@@ -190,9 +206,11 @@ class EndpointState:
                     logger.exception("geofailover: closing health check %r of %s failed", getattr(check, "name", check), self.name)
 
     def after_fork(self) -> None:
-        # A lock held by another thread at fork() time would stay held forever in the child.
-        self.breaker._lock = threading.RLock()
+        # A lock held by another thread at fork() time would stay held forever in
+        # the child: a new breaker (new lock) on the same storage keeps the state.
+        self.breaker = self.breaker_factory()
         self._probe_client = None
+        self._direct_client = None
         for check in self.checks:
             hook = getattr(check, "after_fork", None)
             if callable(hook):
@@ -274,6 +292,19 @@ def validate_checks(config: FailoverConfig) -> None:
                 close()
 
 
+def _new_breaker(
+    config: FailoverConfig, name: str, listener: pybreaker.CircuitBreakerListener, storage: pybreaker.CircuitBreakerStorage | None = None,
+) -> pybreaker.CircuitBreaker:
+    return pybreaker.CircuitBreaker(
+        fail_max=config.failure_threshold,
+        reset_timeout=config.breaker_reset_timeout,
+        exclude=[_not_a_fault],
+        listeners=[listener],
+        state_storage=storage or pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED),
+        name=name,
+    )
+
+
 def build_endpoint_states(config: FailoverConfig, listener: pybreaker.CircuitBreakerListener) -> list[EndpointState]:
     states = []
     for index, ep in enumerate(config.endpoints):
@@ -281,15 +312,10 @@ def build_endpoint_states(config: FailoverConfig, listener: pybreaker.CircuitBre
             checks = _resolve_checks(ep.health_checks, f"endpoints[{ep.name!r}].health_checks", ep, config)
         else:
             checks = _resolve_checks(config.health_checks, "health_checks", ep, config)
-        breaker = pybreaker.CircuitBreaker(
-            fail_max=config.failure_threshold,
-            reset_timeout=config.breaker_reset_timeout,
-            exclude=[_not_a_fault],
-            listeners=[listener],
-            name=ep.name,
-        )
+        storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+        factory = functools.partial(_new_breaker, config, ep.name, listener, storage)
         secrets = tuple(dict.fromkeys((*ep.secrets, *(str(s) for c in checks for s in getattr(c, "secrets", ()) if s))))
-        state = EndpointState(config=ep, index=index, breaker=breaker, checks=checks, secrets=secrets)
+        state = EndpointState(config=ep, index=index, breaker=factory(), breaker_factory=factory, checks=checks, secrets=secrets)
         if state.gate_checks:
             state.gate = HealthStatus.UNKNOWN
         states.append(state)

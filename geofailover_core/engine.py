@@ -14,24 +14,30 @@ the highest-weight eligible endpoint active:
 Switching bumps a *generation*; connection pools compare connections'
 generations to drop sockets to the previous endpoint without ever closing
 a socket another thread is using.
+
+This module is the engine's whole public surface: clients, pools, the
+control plane, the CLI and the framework adapters use the methods below and
+nothing with a leading underscore. The engine imports nothing that imports
+it; layers above attach to it through round hooks, close hooks and the
+``control`` slot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import pybreaker
 
 from .commands import Failure, classify
 from .config import FailoverConfig
-from .control import ControlPlane
 from .endpoint import EndpointState, best_endpoint, build_endpoint_states
 from .errors import NoHealthyEndpointError, UnhealthyEndpointError, UnknownEndpointError
 from .events import (
@@ -48,15 +54,27 @@ from .events import (
 from .health import HealthResult, HealthStatus
 from .masking import mask_text
 from .monitor import HealthMonitor
-
-if TYPE_CHECKING:
-    pass
+from .stamps import failed_generation
 
 logger = logging.getLogger("geofailover")
 
+RoundHook = Callable[["FailoverEngine"], None]
 
-class _SwitchAware(Protocol):
-    def _geofailover_switched(self, generation: int) -> None: ...
+
+class SwitchListener(Protocol):
+    """What the engine needs of a connection pool: drop sockets of older generations."""
+
+    def on_switch(self, generation: int) -> None: ...
+
+    def disconnect(self, inuse_connections: bool = True) -> None: ...
+
+
+class ControlAttachment(Protocol):
+    """What the engine needs of the control plane that attaches to it from above."""
+
+    observer: bool
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -68,12 +86,6 @@ class _Hold:
     until: float | None  # wall clock expiry for pins
     reason: str | None
     since: float
-
-
-def failed_generation(exc: BaseException, default: int) -> int:
-    """The generation of the connection that failed: pools stamp connect errors
-    with it, since a socket made before a switch may fail after it."""
-    return min(int(getattr(exc, "_geofailover_gen", default)), default)
 
 
 def _raise(exc: BaseException) -> None:
@@ -95,18 +107,26 @@ class _BreakerListener(pybreaker.CircuitBreakerListener):
 
 
 class FailoverEngine:
-    """Framework-agnostic failover state machine for one configuration."""
+    """Framework-agnostic failover state machine for one configuration.
+
+    Build engines through :func:`geofailover_core.registry.get_engine` (shared
+    per name) or :func:`~geofailover_core.registry.build_engine` (private, e.g.
+    a CLI's); both attach the control plane when the configuration asks for it.
+    """
 
     def __init__(self, config: FailoverConfig) -> None:
         self.config = config
         self.name = config.name
-        self._states = build_endpoint_states(config, _BreakerListener(self))
+        self._states = tuple(build_endpoint_states(config, _BreakerListener(self)))
         self._by_name = {ep.name: ep for ep in self._states}
-        self._ranked = sorted(self._states, key=lambda ep: ep.rank)
+        self._ranked = tuple(sorted(self._states, key=lambda ep: ep.rank))
         self._lock = threading.RLock()
         self._start_lock = threading.Lock()
         self._active: EndpointState | None = self._ranked[0]  # optimistic: no blocking first probe
         self._generation = 0
+        # What the command path reads without a lock: (active endpoint, generation),
+        # one tuple so a reader never pairs an endpoint with another switch's generation.
+        # Published last in a switch: whoever sees it finds the switch's events queued.
         self._routing: tuple[EndpointState | None, int] = (self._active, 0)
         self._hold: _Hold | None = None
         self._active_since = time.time()
@@ -114,14 +134,17 @@ class FailoverEngine:
         self._suspect = False
         self._closed = False
         self._started = False
+        self._observer = False
         self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.events = EventBus(self.name)
-        self.monitor = HealthMonitor(self)
-        # Called by the monitor thread after every round (control plane, metrics).
-        self.round_hooks: list[Callable[[FailoverEngine], None]] = []
+        self._round_hooks: list[RoundHook] = []
+        self._close_hooks: list[Callable[[FailoverEngine], None]] = []
         self._secrets = tuple(s for ep in self._states for s in ep.secrets)
-        # Fleet overrides and heartbeats (geofailover_core.control); registers its round hook.
-        self.control: ControlPlane | None = ControlPlane(self) if config.control_plane else None
+        self.events = EventBus(self.name)
+        self.monitor = HealthMonitor(
+            self.name, config, self._states, apply=self._apply_probe, end_round=self._end_round, next_due=self.next_due,
+        )
+        #: The control plane attached by :mod:`geofailover_core.control`, if any.
+        self.control: ControlAttachment | None = None
 
     # -- read side ---------------------------------------------------------------
 
@@ -129,30 +152,81 @@ class FailoverEngine:
     def active(self) -> str | None:
         """Name of the endpoint serving traffic, or ``None`` when all are down.
 
-        Read under the lock, so whoever sees a switch here can also flush its
-        events and find its log line (both are queued inside the switch)."""
-        with self._lock:
-            ep = self._active
+        Whoever sees a switch here can also flush its events and find its log
+        line: a switch queues both before it publishes the new endpoint."""
+        ep = self._routing[0]
         return ep.name if ep is not None else None
 
     @property
     def generation(self) -> int:
-        with self._lock:
-            return self._generation
+        """Bumped by every switch; a connection made under an older generation
+        talks to an endpoint that is no longer (or no longer surely) active."""
+        return self._routing[1]
+
+    @property
+    def routing(self) -> tuple[EndpointState | None, int]:
+        """``(active endpoint or None, generation)``, read atomically without a lock."""
+        return self._routing
 
     @property
     def endpoint_names(self) -> list[str]:
         return [ep.name for ep in self._states]
 
+    def states(self) -> tuple[EndpointState, ...]:
+        """Every endpoint's runtime state, in configuration order."""
+        return self._states
+
+    def ranked(self) -> tuple[EndpointState, ...]:
+        """Every endpoint's runtime state, highest priority first."""
+        return self._ranked
+
+    def endpoint(self, name: str) -> EndpointState:
+        """One endpoint's runtime state; :class:`UnknownEndpointError` names the configured ones."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownEndpointError(
+                f"geofailover[{self.name}]: no endpoint named {name!r}; configured: {', '.join(self._by_name)}"
+            ) from None
+
+    def active_endpoint(self) -> EndpointState | None:
+        return self._routing[0]
+
+    def eligible_endpoints(self, *, exclude: str | None = None, answering: bool = False) -> list[EndpointState]:
+        """Endpoints traffic could go to now, highest priority first.
+
+        ``answering=True`` asks for a positive verdict of the last probe (work
+        that moves data, or that would cost a timeout per dead endpoint);
+        otherwise anything not known to be down."""
+        return [
+            ep for ep in self._ranked
+            if ep.name != exclude and (ep.answering() if answering else ep.eligible())
+        ]
+
+    def best_endpoint(self) -> EndpointState | None:
+        """The highest-priority eligible endpoint: where a failback goes now."""
+        return next((ep for ep in self._ranked if ep.eligible()), None)
+
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def started(self) -> bool:
+        """Has this process used the engine (monitor started)? A process that
+        only looks at the fleet, such as a CLI, never starts serving on it."""
+        return self._started and self.monitor.running
+
+    @property
+    def suspect(self) -> bool:
+        """A command failed since the last success: the next success resets the breaker's count."""
+        return self._suspect
 
     def route(self) -> tuple[EndpointState, int]:
         """The active endpoint and generation, for a pool about to connect."""
         if not self._started:
             self.start()
-        ep, generation = self._routing  # one read: never an endpoint with another switch's generation
+        ep, generation = self._routing
         if ep is None:
             if self._closed:
                 raise NoHealthyEndpointError(f"geofailover[{self.name}]: engine is closed")
@@ -160,6 +234,31 @@ class FailoverEngine:
                 f"geofailover[{self.name}]: no healthy endpoint ({self._down_summary()}); failing fast until one recovers"
             )
         return ep, generation
+
+    def route_checked(self, check: Callable[[EndpointState], object]) -> EndpointState:
+        """The active endpoint, after ``check(endpoint)`` succeeded on it.
+
+        For a connection that will stay pinned to one endpoint (a broker
+        channel): when the check fails, the failure is reported, the engine
+        confirms with a probe, and the check is retried on the endpoint it
+        moved to, so nothing pins itself to an endpoint that just died.
+        """
+        last: BaseException | None = None
+        for _ in range(len(self._states) + 1):
+            ep, generation = self.route()
+            try:
+                check(ep)
+                return ep
+            except Exception as exc:
+                last = exc
+                self.report_failure(generation, exc, "PING")
+                if not self.confirm(generation):
+                    raise
+                logger.warning(
+                    "geofailover[%s]: endpoint %s failed while connecting (%s); the engine moved to %s, connecting there",
+                    self.name, ep.name, mask_text(f"{type(exc).__name__}: {exc}", self._secrets), self.active or "no endpoint",
+                )
+        raise NoHealthyEndpointError(f"geofailover[{self.name}]: endpoint kept changing while connecting") from last
 
     def _down_summary(self) -> str:
         return ", ".join(f"{ep.name}: {ep.health}/{ep.breaker_state}" for ep in self._states)
@@ -184,22 +283,23 @@ class FailoverEngine:
             self._closed = True
             self._active = None
             self._generation += 1
-            self._routing = (None, self._generation)
             generation = self._generation
+            self._routing = (None, generation)
         self.monitor.stop()
-        if self.control is not None:
-            self.control.close()  # before the probe clients close: it removes our heartbeat with them
+        for hook in reversed(self._close_hooks):  # the control plane removes our heartbeat while probe clients exist
+            try:
+                hook(self)
+            except Exception:
+                logger.exception("geofailover[%s]: close hook %r failed", self.name, hook)
         for ep in self._states:
             ep.close_probe_client()
         for pool in list(self._pools):
-            pool._geofailover_switched(generation)
+            pool.on_switch(generation)
             pool.disconnect()
         self.events.close()
-        from . import registry
 
-        registry.forget(self)
-
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's threads and locks (called by the registry's fork hook)."""
         self._lock = threading.RLock()
         self._start_lock = threading.Lock()
         self._started = False
@@ -208,8 +308,43 @@ class FailoverEngine:
         for ep in self._states:
             ep.after_fork()
 
-    def register_pool(self, pool: Any) -> None:
+    def register_pool(self, pool: SwitchListener) -> None:
+        """Have ``pool.on_switch(generation)`` called at every switch (held weakly)."""
         self._pools.add(pool)
+
+    def add_round_hook(self, hook: RoundHook) -> Callable[[], None]:
+        """Run ``hook(engine)`` on the monitor thread after every probe round; returns a remover."""
+        self._round_hooks.append(hook)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._round_hooks.remove(hook)
+
+        return remove
+
+    @property
+    def round_hooks(self) -> tuple[RoundHook, ...]:
+        return tuple(self._round_hooks)
+
+    def add_close_hook(self, hook: Callable[[FailoverEngine], None]) -> None:
+        """Run ``hook(engine)`` when the engine closes (hooks run last-added first)."""
+        self._close_hooks.append(hook)
+
+    # -- observer mode -------------------------------------------------------------
+
+    @property
+    def observer(self) -> bool:
+        """An observer engine lives in a process that only looks at the fleet (a
+        CLI or management command): it probes for its own report, but fires no
+        events or signals, sends no heartbeat and follows no override."""
+        return self._observer
+
+    @observer.setter
+    def observer(self, value: bool) -> None:
+        self._observer = bool(value)
+        self.events.muted = self._observer
+        if self.control is not None:
+            self.control.observer = self._observer
 
     # -- events --------------------------------------------------------------------
 
@@ -228,14 +363,15 @@ class FailoverEngine:
         """
         kind = classify(exc, command)
         generation = failed_generation(exc, generation)
-        if kind is Failure.IGNORE or generation != self._generation:
+        if kind is Failure.IGNORE or generation != self._routing[1]:
             return kind
+        text = mask_text(f"{type(exc).__name__}: {exc}", self._secrets)  # outside the lock: string work
         with self._lock:
             ep = self._active
             if ep is None or generation != self._generation:  # switched meanwhile: not about ep
                 return kind
             ep.counters["command_failures"] += 1
-            ep.last_error = mask_text(f"{type(exc).__name__}: {exc}", self._secrets)
+            ep.last_error = text
             ep.last_error_at = time.time()
             self._suspect = True
         if kind is Failure.CONCLUSIVE:
@@ -252,8 +388,8 @@ class FailoverEngine:
 
     def record_success(self, generation: int) -> None:
         """Reset the active breaker's consecutive-failure count after an error streak."""
-        ep = self._active
-        if ep is None or generation != self._generation:
+        ep, current = self._routing
+        if ep is None or generation != current:
             return
         self._suspect = False
         if ep.breaker.fail_counter:
@@ -268,14 +404,24 @@ class FailoverEngine:
         Returns True when traffic moved off ``generation`` meanwhile, so the
         caller can retry on the new endpoint instead of surfacing the error.
         """
-        if generation != self._generation:
+        if generation != self._routing[1]:
             return True
         if not self.monitor.running:
             return False
         round_no = self.monitor.request_round()
         # A round already in progress may switch before the requested one ends.
-        self.monitor.wait_round(round_no, self.config.confirm_timeout, lambda: generation != self._generation)
-        return generation != self._generation
+        self.monitor.wait_round(round_no, self.config.confirm_timeout, lambda: generation != self._routing[1])
+        return generation != self._routing[1]
+
+    def recover(self, generation: int, exc: BaseException, command: str | None = None) -> bool:
+        """A command sent under ``generation`` failed with ``exc``: feed the breaker,
+        confirm with a probe, and say whether traffic has moved to an endpoint
+        that can take the command again (the retry policy decides whether it may)."""
+        if isinstance(exc, NoHealthyEndpointError):
+            return False
+        if self.report_failure(generation, exc, command) is Failure.IGNORE:
+            return False
+        return self.confirm(failed_generation(exc, generation)) and self.active is not None
 
     # -- signals -------------------------------------------------------------------
 
@@ -337,9 +483,16 @@ class FailoverEngine:
             level = logging.WARNING if changed.new == "unhealthy" else logging.INFO  # type: ignore[attr-defined]
             logger.log(level, "geofailover[%s]: %s is %s (%s)", self.name, ep.name, ep.health, result.detail)
 
-    def _tick(self) -> None:
-        """End of a monitor round: re-evaluate (failback, pin expiry, recovery)."""
-        self._evaluate()
+    def _end_round(self) -> None:
+        """End of a monitor round: re-evaluate (failback, pin expiry, recovery), then the hooks."""
+        try:
+            self._evaluate()
+        finally:
+            for hook in list(self._round_hooks):
+                try:
+                    hook(self)
+                except Exception:  # a hook must not stop the monitor
+                    logger.exception("geofailover[%s]: round hook %r failed", self.name, hook)
 
     def next_due(self) -> float | None:
         """Monotonic time of the next decision that is due without new evidence
@@ -403,40 +556,38 @@ class FailoverEngine:
             if self._closed:
                 return
             target, reason, why = self._choose(time.monotonic())
-            old = self._active
-            if target is old:
+            if target is self._active:
                 return
-            generation = self._switch(target)
-            self._describe(old, target, reason, why or detail)
-        self._after_switch(generation)
+            self._switch(target, reason, why or detail)
+        self._after_switch()
 
-    def _switch(self, target: EndpointState | None) -> int:
+    def _switch(self, target: EndpointState | None, reason: Reason, detail: str) -> int:
+        """Move traffic to ``target``. Caller holds the lock; every detail text
+        was masked when it was recorded (no string work here)."""
         old = self._active
+        events = self._switch_events(old, target, reason, detail)
         self._active = target
         self._generation += 1
-        self._routing = (target, self._generation)
-        # Idle sockets to the old endpoint go now, before the lock is released.
-        # (A command that still finds one fails with an error stamped with that
-        # socket's generation, so it is never blamed on the new endpoint.)
-        self._purge_pools(self._generation)
+        generation = self._generation
         self._active_since = time.time()
         if old is not None:
             old.counters["switched_away"] += 1
         if target is not None:
             target.counters["switched_to"] += 1
-        return self._generation
-
-    def _describe(self, old: EndpointState | None, new: EndpointState | None, reason: Reason, detail: str) -> list[GeoEvent]:
-        """Build the events of a switch and queue them at once, under the lock,
-        so anyone who sees the new active endpoint can also flush its events."""
-        events = self._switch_events(old, new, reason, detail)
         for event in events:
             self._log(event)  # rare, and then the log line is never behind the visible state
             self._emit(event)
-        return events
+        # Visible now: whoever sees the new generation finds the events queued.
+        self._routing = (target, generation)
+        # Then idle sockets to the old endpoint go, and parked blocking commands
+        # wake: after the route, so a woken command's socket is seen as stale
+        # when it is released (never pooled again) and its retry connects to
+        # the new endpoint. A command that still finds a stale socket fails with
+        # an error stamped with that socket's generation, never blamed on the new endpoint.
+        self._purge_pools(generation)
+        return generation
 
     def _switch_events(self, old: EndpointState | None, new: EndpointState | None, reason: Reason, detail: str) -> list[GeoEvent]:
-        detail = mask_text(detail, self._secrets)
         if new is None:
             return [AllDownEvent(config=self.name, from_endpoint=old.name if old else None, reason=str(reason), detail=detail)]
         if old is None:
@@ -452,11 +603,11 @@ class FailoverEngine:
     def _purge_pools(self, generation: int) -> None:
         for pool in list(self._pools):
             try:
-                pool._geofailover_switched(generation)
+                pool.on_switch(generation)
             except Exception:
                 logger.exception("geofailover[%s]: pool cleanup after switch failed", self.name)
 
-    def _after_switch(self, generation: int) -> None:
+    def _after_switch(self) -> None:
         self.monitor.notify_all()  # wake callers waiting in confirm()
 
     def _log(self, event: GeoEvent) -> None:
@@ -477,14 +628,6 @@ class FailoverEngine:
 
     # -- manual control --------------------------------------------------------------
 
-    def _endpoint(self, name: str) -> EndpointState:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise UnknownEndpointError(
-                f"geofailover[{self.name}]: no endpoint named {name!r}; configured: {', '.join(self._by_name)}"
-            ) from None
-
     def failover_to(self, name: str, force: bool = False, reason: str | None = None) -> None:
         """Send traffic to ``name`` now and keep it there until it fails or
         :meth:`failback` is called (automatic failback does not undo it)."""
@@ -498,7 +641,7 @@ class FailoverEngine:
         self._hold_endpoint(name, pinned=True, duration=duration, force=force, reason=reason)
 
     def _hold_endpoint(self, name: str, *, pinned: bool, duration: float | None, force: bool, reason: str | None) -> None:
-        target = self._endpoint(name)
+        target = self.endpoint(name)
         if not target.eligible():
             if not force:
                 raise UnhealthyEndpointError(
@@ -511,17 +654,17 @@ class FailoverEngine:
                 f"geofailover[{self.name}]: {name} is not ready for traffic to return "
                 f"(failback gate {target.gate}: {target.gate_detail or 'no answer yet'}); pass force=True to switch anyway"
             )
+        if reason is not None:
+            reason = mask_text(reason, self._secrets)  # outside the lock: string work
+        why = reason or ("pinned by operator" if pinned else "manual failover")
         with self._lock:
             if force and target.health is HealthStatus.UNHEALTHY:
                 target.health = HealthStatus.UNKNOWN
             self._hold = _Hold(name, pinned, time.time() + duration if duration else None, reason, time.time())
-            old = self._active
-            why = reason or ("pinned by operator" if pinned else "manual failover")
-            if old is target:
+            if self._active is target:
                 return
-            generation = self._switch(target)
-            self._describe(old, target, Reason.PIN if pinned else Reason.MANUAL, why)
-        self._after_switch(generation)
+            self._switch(target, Reason.PIN if pinned else Reason.MANUAL, why)
+        self._after_switch()
 
     def unpin(self) -> None:
         """End a pin or manual hold; automatic rules (including failback after grace) resume."""
@@ -537,9 +680,8 @@ class FailoverEngine:
             target = best_endpoint(self._ranked, old)
             if target is None or target is old:
                 return
-            generation = self._switch(target)
-            self._describe(old, target, Reason.MANUAL, "manual failback")
-        self._after_switch(generation)
+            self._switch(target, Reason.MANUAL, "manual failback")
+        self._after_switch()
 
     def check_now(self, timeout: float | None = None) -> bool:
         """Run one probe round now and wait for it (CLI ``check``, tests)."""
@@ -551,11 +693,17 @@ class FailoverEngine:
 
     # -- status --------------------------------------------------------------------------
 
+    def hold(self) -> dict[str, Any] | None:
+        """The operator's hold in force (manual failover or pin), as in :meth:`status`."""
+        hold = self._hold
+        if hold is None:
+            return None
+        return {"endpoint": hold.endpoint, "pinned": hold.pinned, "until": hold.until, "reason": hold.reason, "since": hold.since}
+
     def status(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot. Contains no secrets."""
         with self._lock:
             active = self._active
-            hold = self._hold
             return {
                 "name": self.name,
                 "pid": os.getpid(),
@@ -564,12 +712,29 @@ class FailoverEngine:
                 "all_down": active is None and not self._closed,
                 "generation": self._generation,
                 "monitor_running": self.monitor.running,
-                "hold": None
-                if hold is None
-                else {"endpoint": hold.endpoint, "pinned": hold.pinned, "until": hold.until, "reason": hold.reason, "since": hold.since},
+                "hold": self.hold(),
                 "last_event": self._last_event,
                 "endpoints": [ep.snapshot(ep is active) for ep in self._states],
             }
 
     def __repr__(self) -> str:
         return f"<FailoverEngine name={self.name!r} active={self.active!r} endpoints={self.endpoint_names!r}>"
+
+
+@contextlib.contextmanager
+def observing(engines: list[FailoverEngine]) -> Iterator[list[FailoverEngine]]:
+    """Make the engines that have not served traffic in this process observers
+    for the duration (a CLI run inside an application's process, e.g.
+    ``call_command``, leaves a serving engine as it is). Yields the observers."""
+    observers = [e for e in engines if not e.started and not e.observer]
+    for engine in observers:
+        engine.observer = True
+    try:
+        yield observers
+    finally:
+        for engine in observers:
+            engine.events.flush(2.0)
+            engine.observer = False
+
+
+__all__ = ["ControlAttachment", "FailoverEngine", "RoundHook", "SwitchListener", "observing"]

@@ -102,6 +102,9 @@ class EventBus:
     def __init__(self, name: str) -> None:
         self.name = name
         self._subscribers: dict[str, list[Callback]] = {kind: [] for kind in EVENT_TYPES}
+        # An observer process (a CLI) delivers nothing: its switches describe
+        # its own probes, not traffic, and must not page anyone.
+        self.muted = False
         self._after_fork()
 
     def _after_fork(self) -> None:
@@ -129,6 +132,8 @@ class EventBus:
         return unsubscribe
 
     def emit(self, event: GeoEvent) -> None:
+        if self.muted:
+            return
         with self._lock:
             if not self._subscribers[event.kind]:
                 return

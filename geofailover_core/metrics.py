@@ -99,7 +99,7 @@ class PrometheusMetrics:
         def update(eng: FailoverEngine) -> None:
             # Runs on the monitor thread after each round: in-memory reads only.
             status = eng.status()
-            for ep_status, ep in zip(status["endpoints"], eng._states, strict=True):
+            for ep_status, ep in zip(status["endpoints"], eng.states(), strict=True):
                 labels = (eng.name, ep.name)
                 self.active.labels(*labels).set(1 if ep_status["active"] else 0)
                 self.health.labels(*labels).state(ep_status["health"] if ep_status["health"] in HEALTH_STATES else "unknown")
@@ -117,12 +117,11 @@ class PrometheusMetrics:
             update(engine)
 
         update(engine)
-        engine.round_hooks.append(update)
+        remove_hook = engine.add_round_hook(update)
         unsubscribe = [engine.on(kind, on_switch) for kind in ("failover", "failback", "all_down", "recovered")]
 
         def detach() -> None:
-            if update in engine.round_hooks:
-                engine.round_hooks.remove(update)
+            remove_hook()
             for off in unsubscribe:
                 off()
 

@@ -14,21 +14,43 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
+from .config import FailoverConfig
+from .endpoint import EndpointState
 from .health import HealthResult
-
-if TYPE_CHECKING:
-    from .endpoint import EndpointState
-    from .engine import FailoverEngine
 
 logger = logging.getLogger("geofailover")
 
+#: ``(endpoint, verdict, monotonic start of the round)``: one endpoint's verdict of a round.
+ApplyProbe = Callable[[EndpointState, HealthResult, float], None]
+
 
 class HealthMonitor:
-    def __init__(self, engine: FailoverEngine) -> None:
-        self._engine = engine
+    """Probes ``endpoints`` each interval and hands the verdicts to its owner.
+
+    It knows nothing of failover: its owner (the engine) passes in what to do
+    with each verdict (``apply``), what to do when a round ends
+    (``end_round``: decide, then run round hooks) and when the next decision
+    falls due without new evidence (``next_due``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: FailoverConfig,
+        endpoints: Sequence[EndpointState],
+        *,
+        apply: ApplyProbe,
+        end_round: Callable[[], None],
+        next_due: Callable[[], float | None],
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._endpoints = tuple(endpoints)
+        self._apply = apply
+        self._end_round = end_round
+        self._next_due = next_due
         self._reset()
 
     def _reset(self) -> None:
@@ -57,9 +79,9 @@ class HealthMonitor:
         with self._cond:
             if self.running or self._stopping:
                 return
-            name = self._engine.name
+            name = self.name
             self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(1, len(self._engine.config.endpoints)),
+                max_workers=max(1, len(self._endpoints)),
                 thread_name_prefix=f"geofailover-probe[{name}]",
             )
             self._thread = threading.Thread(target=self._run, name=f"geofailover-monitor[{name}]", daemon=True)
@@ -108,8 +130,7 @@ class HealthMonitor:
     # -- the thread --------------------------------------------------------------
 
     def _run(self) -> None:
-        engine = self._engine
-        interval = engine.config.health_check_interval
+        interval = self.config.health_check_interval
         while True:
             with self._cond:
                 if self._stopping:
@@ -120,19 +141,17 @@ class HealthMonitor:
             started = time.monotonic()
             try:
                 self._round()
-                engine._tick()
             except Exception:  # the monitor must outlive any bug in one round
-                logger.exception("geofailover[%s]: health round failed", engine.name)
-            for hook in list(engine.round_hooks):
-                try:
-                    hook(engine)
-                except Exception:  # a hook must not stop the monitor
-                    logger.exception("geofailover[%s]: round hook %r failed", engine.name, hook)
+                logger.exception("geofailover[%s]: health round failed", self.name)
+            try:
+                self._end_round()
+            except Exception:
+                logger.exception("geofailover[%s]: end of health round failed", self.name)
             with self._cond:
                 self._completed_rounds = round_no
                 self._cond.notify_all()
                 deadline = started + interval
-                due = engine.next_due()
+                due = self._next_due()
                 if due is not None and due < deadline:
                     deadline = max(due, time.monotonic() + 0.05)
                 while not self._stopping and not self._wake:
@@ -143,8 +162,7 @@ class HealthMonitor:
 
     def _round(self) -> None:
         started = time.monotonic()
-        engine = self._engine
-        config = engine.config
+        config = self.config
         executor = self._executor
         if executor is None:
             return
@@ -154,7 +172,7 @@ class HealthMonitor:
             + 0.25
         )
         futures: dict[EndpointState, concurrent.futures.Future[HealthResult]] = {}
-        for ep in engine._states:
+        for ep in self._endpoints:
             previous = self._inflight.get(ep.name)
             if previous is not None and not previous.done():
                 continue  # a check that ignores its timeout: do not pile up more
@@ -165,7 +183,7 @@ class HealthMonitor:
             self._inflight[ep.name] = fut
             futures[ep] = fut
         concurrent.futures.wait(list(futures.values()), timeout=budget)
-        for ep in engine._states:
+        for ep in self._endpoints:
             pending = futures.get(ep)
             if pending is None or not pending.done():
                 result = HealthResult.inconclusive(f"check did not finish within {budget:.2f}s")
@@ -174,4 +192,4 @@ class HealthMonitor:
                     result = pending.result()
                 except Exception as exc:  # noqa: BLE001 - reported as inconclusive
                     result = HealthResult.inconclusive(f"check failed: {type(exc).__name__}")
-            engine._apply_probe(ep, result, started)
+            self._apply(ep, result, started)

@@ -22,45 +22,26 @@ from queue import Empty, Full
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
-from redis.retry import Retry
 
+from .connection import endpoint_params, managed_class, quiet_connection_defaults, stamp
 from .endpoint import EndpointState
 from .engine import FailoverEngine
-
-try:  # redis-py >= 7: opt out of maintenance notifications, an extra round trip
-    from redis.maint_notifications import MaintNotificationsConfig
-
-    def quiet_connection_defaults() -> dict[str, Any]:
-        """Connection kwargs geofailover sets unless the user did: no
-        maintenance-notification handshake (Redis Cloud's MOVING notices would
-        fight with our own routing) and no redis-py retries."""
-        return {"maint_notifications_config": MaintNotificationsConfig(enabled=False), "socket_keepalive": True}
-
-except ImportError:  # pragma: no cover - older redis-py
-
-    def quiet_connection_defaults() -> dict[str, Any]:
-        return {"socket_keepalive": True}
 from .errors import NoHealthyEndpointError
+from .stamps import endpoint_of, generation_of, is_blocking, mark_unsent, set_woken
 
 # redis-py >= 6 has a dedicated class; earlier versions raised ConnectionError.
 _MAX_CONNECTIONS_ERROR: type[Exception] = getattr(redis.exceptions, "MaxConnectionsError", redis.exceptions.ConnectionError)
-_GEN = "_geofailover_gen"
-_ENDPOINT = "_geofailover_endpoint"
-BLOCKING_FLAG = "_geofailover_blocking"
-WOKEN_FLAG = "_geofailover_woken"
+
+#: Connection kwargs that name an endpoint or a secret: they never go in a
+#: pool's ``connection_kwargs`` (which host libraries read and log).
+_ENDPOINT_KWARGS = ("password", "username", "credential_provider", "ssl_password", "host", "port", "path", "ssl", "max_connections")
 
 
-def _mark_unsent(exc: BaseException) -> None:
-    try:
-        exc._geofailover_unsent = True  # type: ignore[attr-defined]
-    except AttributeError:  # pragma: no cover - exceptions with __slots__
-        pass
-
-
-def _shutdown(conn: AbstractConnection) -> None:
-    setattr(conn, WOKEN_FLAG, True)
+def wake(conn: AbstractConnection) -> None:
+    """Wake a thread blocked reading ``conn`` (shutdown, never close: the
+    reader owns the socket and closes it itself)."""
+    set_woken(conn)
     sock = getattr(conn, "_sock", None)
     if sock is not None:
         try:
@@ -82,7 +63,7 @@ class FailoverPoolMixin:
         self._endpoint_params = {}
         # Bound once: the command path calls it for every command.
         self._base_get_connection: Any = super().get_connection  # type: ignore[misc]
-        engine.register_pool(self)
+        engine.register_pool(self)  # type: ignore[arg-type]
 
     @property
     def engine(self) -> FailoverEngine:
@@ -91,45 +72,27 @@ class FailoverPoolMixin:
     def _params_for(self, ep: EndpointState) -> tuple[type[AbstractConnection], dict[str, Any]]:
         params = self._endpoint_params.get(ep.name)
         if params is None:
-            base = {**self._engine.config.base_connection_options(), **self._client_options}
-            conn_class, kwargs = ep.config.connection_params({**quiet_connection_defaults(), **base})
-            # Retrying is the engine's job: redis-py's nested retries turn one
-            # blackholed region into minutes of blocking.
-            kwargs["retry"] = Retry(NoBackoff(), 0)
-            params = self._endpoint_params[ep.name] = (conn_class, kwargs)
+            conn_class, kwargs = endpoint_params(self._engine.config, ep.config, self._client_options)
+            params = self._endpoint_params[ep.name] = (managed_class(conn_class), kwargs)
         return params
 
     def _new_connection(self) -> AbstractConnection:
         ep, generation = self._engine.route()
         conn_class, kwargs = self._params_for(ep)
         conn = conn_class(**kwargs)
-        setattr(conn, _GEN, generation)
-        setattr(conn, _ENDPOINT, ep.name)
-        base_connect = conn.connect
-
-        def connect() -> None:
-            # redis-py (re)connects inside get_connection() and send_command();
-            # stamp failures with this socket's generation for the breaker.
-            try:
-                base_connect()
-            except BaseException as exc:
-                exc._geofailover_gen = generation  # type: ignore[attr-defined]
-                raise
-
-        conn.connect = connect  # type: ignore[method-assign]
+        stamp(conn, generation, ep.name)
         return conn
 
     def owns_connection(self, connection: Any) -> bool:
-        # Every connection in this pool was made by _new_connection, so the stamp exists.
-        return bool(connection.pid == self.pid and connection._geofailover_gen == self._engine._generation)  # type: ignore[attr-defined]
+        return bool(connection.pid == self.pid and generation_of(connection) == self._engine.generation)  # type: ignore[attr-defined]
 
     def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         try:
             conn = self._base_get_connection()
         except BaseException as exc:
-            _mark_unsent(exc)  # nothing was sent: always safe to retry elsewhere
+            mark_unsent(exc)  # nothing was sent: always safe to retry elsewhere
             raise
-        if conn._geofailover_gen == self._engine._generation:
+        if conn._geofailover_gen == self._engine.generation:  # every connection here is a ManagedConnection
             return conn
         return self._replace_stale(conn)
 
@@ -141,19 +104,28 @@ class FailoverPoolMixin:
             try:
                 conn = super().get_connection()  # type: ignore[misc]
             except BaseException as exc:
-                _mark_unsent(exc)
+                mark_unsent(exc)
                 raise
-            if getattr(conn, _GEN, None) == engine._generation:
+            if generation_of(conn) == engine.generation:
                 return conn
         self.release(conn)  # type: ignore[attr-defined]
         raise NoHealthyEndpointError(f"geofailover[{engine.name}]: endpoint kept changing while connecting")
 
     def active_endpoint_of(self, connection: Any) -> str | None:
         """Endpoint name a connection of this pool talks to."""
-        return getattr(connection, _ENDPOINT, None)
+        return endpoint_of(connection)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self._engine.name!r} active={self._engine.active!r}>"
+
+
+def _common_kwargs(engine: FailoverEngine, client_options: dict[str, Any]) -> dict[str, Any]:
+    """What redis.Redis and host libraries read off ``connection_kwargs``
+    (encoding, protocol...). Endpoint addresses and secrets stay out of it."""
+    merged = {**quiet_connection_defaults(), **engine.config.base_connection_options(), **client_options}
+    for key in _ENDPOINT_KWARGS:
+        merged.pop(key, None)
+    return merged
 
 
 class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
@@ -163,16 +135,7 @@ class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
         self._init_failover(engine, dict(client_options))
         if max_connections is None:  # a pool size given in the settings dict
             max_connections = client_options.get("max_connections", engine.config.client_options.get("max_connections"))
-        super().__init__(max_connections=max_connections, **self._common_kwargs(engine, client_options))
-
-    @staticmethod
-    def _common_kwargs(engine: FailoverEngine, client_options: dict[str, Any]) -> dict[str, Any]:
-        # What redis.Redis and host libraries read off ``connection_kwargs``
-        # (encoding, protocol...). Endpoint addresses and secrets stay out of it.
-        merged = {**quiet_connection_defaults(), **engine.config.base_connection_options(), **client_options}
-        for key in ("password", "username", "credential_provider", "ssl_password", "host", "port", "path", "ssl", "max_connections"):
-            merged.pop(key, None)
-        return merged
+        super().__init__(max_connections=max_connections, **_common_kwargs(engine, client_options))
 
     def make_connection(self) -> Any:
         if self._created_connections >= self.max_connections:
@@ -181,18 +144,19 @@ class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
         self._created_connections += 1
         return conn
 
-    def _geofailover_switched(self, generation: int) -> None:
+    def on_switch(self, generation: int) -> None:
+        """The engine switched: drop idle sockets of older generations, wake parked blocking commands."""
         with self._lock:
-            stale = [c for c in self._available_connections if getattr(c, _GEN, None) != generation]
+            stale = [c for c in self._available_connections if generation_of(c) != generation]
             if not stale and not self._in_use_connections:
                 return
-            self._available_connections = [c for c in self._available_connections if getattr(c, _GEN, None) == generation]
+            self._available_connections = [c for c in self._available_connections if generation_of(c) == generation]
             self._created_connections -= len(stale)
-            parked = [c for c in self._in_use_connections if getattr(c, BLOCKING_FLAG, False) and getattr(c, _GEN, None) != generation]
+            parked = [c for c in self._in_use_connections if is_blocking(c) and generation_of(c) != generation]
         for conn in stale:
             conn.disconnect()
         for conn in parked:
-            _shutdown(conn)
+            wake(conn)
 
 
 class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnectionPool):
@@ -200,10 +164,7 @@ class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnection
 
     def __init__(self, engine: FailoverEngine, max_connections: int = 50, timeout: float = 20, **client_options: Any) -> None:
         self._init_failover(engine, dict(client_options))
-        super().__init__(
-            max_connections=max_connections, timeout=timeout,
-            **FailoverConnectionPool._common_kwargs(engine, client_options),
-        )
+        super().__init__(max_connections=max_connections, timeout=timeout, **_common_kwargs(engine, client_options))
 
     def make_connection(self) -> Any:
         try:
@@ -214,7 +175,8 @@ class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnection
         self._connections.append(conn)
         return conn
 
-    def _geofailover_switched(self, generation: int) -> None:
+    def on_switch(self, generation: int) -> None:
+        """The engine switched: drop idle sockets of older generations, wake parked blocking commands."""
         stale: list[Any] = []
         fresh: list[Any] = []
         slots = 0
@@ -225,7 +187,7 @@ class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnection
                 break
             if item is None:
                 slots += 1
-            elif getattr(item, _GEN, None) != generation:
+            elif generation_of(item) != generation:
                 stale.append(item)
             else:
                 fresh.append(item)
@@ -239,5 +201,8 @@ class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnection
         for conn in stale:
             conn.disconnect()
         for conn in list(self._connections):
-            if getattr(conn, BLOCKING_FLAG, False) and getattr(conn, _GEN, None) != generation:
-                _shutdown(conn)
+            if is_blocking(conn) and generation_of(conn) != generation:
+                wake(conn)
+
+
+__all__ = ["FailoverBlockingConnectionPool", "FailoverConnectionPool", "FailoverPoolMixin", "wake"]

@@ -5,21 +5,37 @@ they must all share one engine (one monitor thread, one set of breakers), or
 every thread would probe and fail over on its own. The registry is also
 where ``fork()`` is handled: a child process inherits engines whose threads
 no longer exist, so each is re-armed lazily on first use in the child.
+
+Engines are built here, not by their users, because building one means
+attaching the layers above the engine (the fleet control plane) that the
+engine itself must not import.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from .config import FailoverConfig
+from .control.plane import attach_control_plane
 from .engine import FailoverEngine
 from .errors import ConfigurationError
+from .forking import after_fork_in_child
 
 _lock = threading.Lock()
 _engines: dict[str, FailoverEngine] = {}
+
+
+def build_engine(config: FailoverConfig | Mapping[str, Any] | str, *, observer: bool = False) -> FailoverEngine:
+    """A new engine of this process's own, not shared through the registry
+    (a CLI's, a test's), with its control plane attached when configured."""
+    engine = FailoverEngine(FailoverConfig.coerce(config))
+    if engine.config.control_plane:
+        attach_control_plane(engine)
+    if observer:
+        engine.observer = True
+    return engine
 
 
 def get_engine(config: FailoverConfig | Mapping[str, Any] | str) -> FailoverEngine:
@@ -40,7 +56,8 @@ def get_engine(config: FailoverConfig | Mapping[str, Any] | str) -> FailoverEngi
                     "give each distinct endpoint set its own name, or use identical settings everywhere",
                 )
             return engine
-        engine = FailoverEngine(config)
+        engine = build_engine(config)
+        engine.add_close_hook(_forget)
         _engines[config.name] = engine
         return engine
 
@@ -59,7 +76,7 @@ def engines() -> list[FailoverEngine]:
         return [e for e in _engines.values() if not e.closed]
 
 
-def forget(engine: FailoverEngine) -> None:
+def _forget(engine: FailoverEngine) -> None:
     with _lock:
         if _engines.get(engine.name) is engine:
             del _engines[engine.name]
@@ -70,11 +87,12 @@ def close_all() -> None:
         engine.close()
 
 
+@after_fork_in_child
 def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.Lock()
     for engine in list(_engines.values()):
-        engine._after_fork_in_child()
+        engine.after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+__all__ = ["build_engine", "close_all", "engines", "get_engine", "lookup"]

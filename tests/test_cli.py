@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from geofailover_core import FailoverConfig, FailoverEngine, cli
+from geofailover_core import FailoverConfig, cli, registry
 from geofailover_core.control import Heartbeat
 from geofailover_core.testing import RedisServer, wait_until
 
@@ -312,13 +312,17 @@ def test_adapters_pass_their_engines(two, make_client: MakeClient, capsys) -> No
     client = make_client(two, name="adapted")
     client.ping()
     wait_until(lambda: client.geofailover.control and client.geofailover.control.fleet(), timeout=3)
-    idle = FailoverEngine(FailoverConfig.from_string(url_list(two), name="idle", **FAST))
+    idle = registry.build_engine(FailoverConfig.from_string(url_list(two), name="idle", **FAST))
+    seen: list[Any] = []
+    idle.on("*", seen.append)
     try:
         code, data = run_json("status", engines=[client.geofailover, idle])
         assert code == 0 and [c["name"] for c in data["configurations"]] == ["adapted", "idle"]
-        # The serving engine stays a fleet member; the idle one (a management command's) only observes.
+        # The serving engine stays a fleet member; the idle one (a management command's) only
+        # observed while the command ran: no heartbeat, no events, and it is released afterwards.
         assert client.geofailover.control is not None and not client.geofailover.control.observer
-        assert idle.control is not None and idle.control.observer
+        assert idle.control is not None and not idle.control.observer and not idle.observer
+        assert data["configurations"][1]["fleet"] == [] and seen == []
         code, data = run_json("status", "--name", "idle", engines=[client.geofailover, idle])
         assert [c["name"] for c in data["configurations"]] == ["idle"]
         code, _ = run("status", "--name", "nope", engines=[idle])

@@ -26,6 +26,7 @@ from geofailover_core import (
     FailoverRedis,
     UnhealthyEndpointError,
     UnknownEndpointError,
+    registry,
 )
 from geofailover_core.control import ActionResult, ControlPlane, Heartbeat, Override, fleet_status, request
 from geofailover_core.testing import RedisServer, wait_until
@@ -41,9 +42,8 @@ def observer() -> Iterator[Any]:
     made: list[FailoverEngine] = []
 
     def make(servers: list[Any], name: str, **options: Any) -> FailoverEngine:
-        engine = FailoverEngine(FailoverConfig.from_string(url_list(servers), name=name, **{**FAST, **options}))
-        assert engine.control is not None
-        engine.control.observer = True
+        engine = registry.build_engine(FailoverConfig.from_string(url_list(servers), name=name, **{**FAST, **options}), observer=True)
+        assert engine.control is not None and engine.control.observer
         made.append(engine)
         return engine
 
@@ -409,7 +409,7 @@ def test_a_late_joiner_follows_a_standing_failover_only_if_the_fleet_still_holds
     for server in two:
         store(server, key, ov, stored_at=server_now(server) - 600)
     # A running peer: either still on the operator's endpoint, or back on a after b failed.
-    probe = FailoverEngine(FailoverConfig.from_string(url_list(two), name=name, control_plane=True))
+    probe = registry.build_engine(FailoverConfig.from_string(url_list(two), name=name, control_plane=True))
     try:
         hold = {"endpoint": "b", "pinned": False, "until": None, "reason": "x", "since": 0.0} if peer_holds else None
         fake_peer(two[0], probe, pid=99, active="b" if peer_holds else "a", override=ov.id, hold=hold)

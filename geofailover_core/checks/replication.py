@@ -37,9 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.connection
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from ..connection import direct_client, probe_params
 from ..errors import ConfigurationError
 from ..health import FAILBACK_ONLY, HealthResult, ProbeContext, validate_mode
 from ..masking import mask_url
@@ -185,20 +184,14 @@ class ReplicationLagHealthCheck:
             source = member.endpoint
         client = member.clients.get(address)
         if client is None:
-            from ..pool import quiet_connection_defaults
-
-            conn_class, kwargs = source.connection_params({**quiet_connection_defaults(), **member.config.base_connection_options()})
+            conn_class, kwargs = probe_params(member.config, source)
             if address is not None:
                 if issubclass(conn_class, redis.connection.UnixDomainSocketConnection):
                     conn_class = redis.connection.Connection
                     kwargs.pop("path", None)
                 kwargs["host"], kwargs["port"] = address
-            kwargs.update(
-                socket_timeout=ctx.timeout, socket_connect_timeout=ctx.timeout, retry=Retry(NoBackoff(), 0), decode_responses=False,
-            )
-            kwargs.pop("health_check_interval", None)
-            pool = redis.ConnectionPool(connection_class=conn_class, max_connections=2, **kwargs)
-            client = member.clients[address] = redis.Redis(connection_pool=pool)
+            kwargs.update(socket_timeout=ctx.timeout, socket_connect_timeout=ctx.timeout)
+            client = member.clients[address] = direct_client(conn_class, kwargs, max_connections=2)
         return client
 
     # -- the probe ------------------------------------------------------------------

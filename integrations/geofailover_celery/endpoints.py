@@ -20,8 +20,8 @@ from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
 from redis.retry import Retry
 
+from geofailover_core.connection import quiet_connection_defaults
 from geofailover_core.engine import FailoverEngine
-from geofailover_core.pool import quiet_connection_defaults
 
 
 def connection_params(

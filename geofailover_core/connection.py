@@ -1,0 +1,148 @@
+"""One endpoint's redis-py connections: their parameters and their class.
+
+Everything that opens a socket to an endpoint (the failover pools, the health
+probes, the control plane, the Celery transport's pinned channels, the
+replication-lag check) builds its parameters here, so an endpoint means the
+same URL, TLS files, credentials and timeouts everywhere, and nothing
+re-parses endpoint settings.
+
+:class:`ManagedConnection` plays the part of redis-py's
+``SentinelManagedConnection``: a connection that knows which engine
+generation it was made for, so a failure to connect is never blamed on an
+endpoint the engine switched to meanwhile, and is known not to have sent
+anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import AbstractConnection
+from redis.retry import Retry
+
+from .stamps import ENDPOINT, GENERATION, mark_unsent, stamp_generation
+
+if TYPE_CHECKING:
+    from .config import EndpointConfig, FailoverConfig
+
+try:  # redis-py >= 7: opt out of maintenance notifications, an extra round trip
+    from redis.maint_notifications import MaintNotificationsConfig
+
+    def quiet_connection_defaults() -> dict[str, Any]:
+        """Connection kwargs geofailover sets unless the user did: no
+        maintenance-notification handshake (Redis Cloud's MOVING notices would
+        fight with our own routing) and TCP keepalive."""
+        return {"maint_notifications_config": MaintNotificationsConfig(enabled=False), "socket_keepalive": True}
+
+except ImportError:  # pragma: no cover - older redis-py
+
+    def quiet_connection_defaults() -> dict[str, Any]:
+        return {"socket_keepalive": True}
+
+
+def no_retries() -> Retry:
+    """Retrying is the engine's job: redis-py's nested retries turn one
+    blackholed region into minutes of blocking."""
+    return Retry(NoBackoff(), 0)
+
+
+def endpoint_params(
+    config: FailoverConfig, endpoint: EndpointConfig | str, client_options: Mapping[str, Any] | None = None
+) -> tuple[type[AbstractConnection], dict[str, Any]]:
+    """The connection class and kwargs for one endpoint of ``config``.
+
+    Precedence, lowest first: geofailover's quiet defaults, the engine's
+    global options, ``client_options`` (one client's own connection options),
+    the endpoint's URL, the endpoint's own options. Never redis-py retries.
+    """
+    ep = config.endpoint(endpoint) if isinstance(endpoint, str) else endpoint
+    base = {**quiet_connection_defaults(), **config.base_connection_options(), **(client_options or {})}
+    conn_class, kwargs = ep.connection_params(base)
+    kwargs["retry"] = no_retries()
+    return conn_class, kwargs
+
+
+def probe_params(config: FailoverConfig, endpoint: EndpointConfig | str) -> tuple[type[AbstractConnection], dict[str, Any]]:
+    """Like :func:`endpoint_params`, for the monitor's own sockets: bounded by the
+    probe timeout, bytes replies, and no redis-py health-check PINGs of their own."""
+    conn_class, kwargs = endpoint_params(config, endpoint)
+    kwargs.update(
+        socket_timeout=config.health_check_timeout,
+        socket_connect_timeout=config.health_check_timeout,
+        decode_responses=False,
+    )
+    kwargs.pop("health_check_interval", None)
+    return conn_class, kwargs
+
+
+def direct_client(conn_class: type[AbstractConnection], kwargs: Mapping[str, Any], max_connections: int) -> redis.Redis:
+    """A small ``redis.Redis`` whose sockets always go to one endpoint (side
+    operations: probes, control records, draining, fallback reads)."""
+    params = dict(kwargs)
+    params.pop("max_connections", None)
+    pool = redis.ConnectionPool(connection_class=conn_class, max_connections=max_connections, **params)
+    return redis.Redis(connection_pool=pool)
+
+
+class ManagedConnection:
+    """Mixin for a redis-py connection class: a socket made for one engine
+    generation and one endpoint.
+
+    A failure to connect (in ``connect()``, or in the reconnect redis-py does
+    inside ``send_packed_command``) is stamped with the socket's generation,
+    so the engine never blames it on an endpoint it switched to meanwhile,
+    and marked as never sent, so the retry policy may re-send even a write.
+    """
+
+    _geofailover_gen: int = -1
+    _geofailover_endpoint: str | None = None
+
+    def connect(self) -> None:
+        try:
+            super().connect()  # type: ignore[misc]
+        except BaseException as exc:
+            stamp_generation(exc, self._geofailover_gen)
+            mark_unsent(exc)
+            raise
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except BaseException as exc:
+            stamp_generation(exc, self._geofailover_gen)
+            mark_unsent(exc)
+            raise
+
+
+_managed: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def managed_class(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``base`` with :class:`ManagedConnection` mixed in (one class per base)."""
+    if issubclass(base, ManagedConnection):
+        return base
+    cls = _managed.get(base)
+    if cls is None:
+        cls = _managed.setdefault(base, type(f"Managed{base.__name__}", (ManagedConnection, base), {"__module__": __name__}))
+    return cls
+
+
+def stamp(connection: Any, generation: int, endpoint: str) -> None:
+    """Record on ``connection`` the generation and endpoint it was made for."""
+    setattr(connection, GENERATION, generation)
+    setattr(connection, ENDPOINT, endpoint)
+
+
+__all__ = [
+    "ManagedConnection",
+    "direct_client",
+    "endpoint_params",
+    "managed_class",
+    "no_retries",
+    "probe_params",
+    "quiet_connection_defaults",
+    "stamp",
+]
