@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 import weakref
@@ -62,11 +63,15 @@ RoundHook = Callable[["FailoverEngine"], None]
 
 
 class SwitchListener(Protocol):
-    """What the engine needs of a connection pool: drop sockets of older generations."""
+    """Something holding sockets that must follow a switch (a pool, a pub/sub).
+
+    ``on_switch`` runs while the engine lock is held, so it only marks and
+    wakes (no I/O); work that needs the network goes to :meth:`FailoverEngine.submit`.
+    ``on_close`` runs when the engine closes."""
 
     def on_switch(self, generation: int) -> None: ...
 
-    def disconnect(self, inuse_connections: bool = True) -> None: ...
+    def on_close(self) -> None: ...
 
 
 class ControlAttachment(Protocol):
@@ -86,6 +91,44 @@ class _Hold:
     until: float | None  # wall clock expiry for pins
     reason: str | None
     since: float
+
+
+class _TaskQueue:
+    """One lazily started daemon thread running tasks in order (see ``submit``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.after_fork()
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, task: Callable[[], object]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        self._queue.put(task)
+
+    def _run(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            try:
+                task()
+            except Exception:  # a failed task must not stop the next ones
+                logger.exception("%s: task %r failed", self.name, task)
+
+    def close(self, timeout: float = 2.0) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            if thread is not threading.current_thread():
+                thread.join(timeout)
 
 
 def _raise(exc: BaseException) -> None:
@@ -135,7 +178,8 @@ class FailoverEngine:
         self._closed = False
         self._started = False
         self._observer = False
-        self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._tasks = _TaskQueue(f"geofailover-switch[{self.name}]")
         self._round_hooks: list[RoundHook] = []
         self._close_hooks: list[Callable[[FailoverEngine], None]] = []
         self._secrets = tuple(s for ep in self._states for s in ep.secrets)
@@ -293,9 +337,13 @@ class FailoverEngine:
                 logger.exception("geofailover[%s]: close hook %r failed", self.name, hook)
         for ep in self._states:
             ep.close_probe_client()
-        for pool in list(self._pools):
-            pool.on_switch(generation)
-            pool.disconnect()
+        for listener in list(self._listeners):
+            try:
+                listener.on_switch(generation)
+                listener.on_close()
+            except Exception:
+                logger.exception("geofailover[%s]: closing %r failed", self.name, listener)
+        self._tasks.close()
         self.events.close()
 
     def after_fork_in_child(self) -> None:
@@ -305,12 +353,21 @@ class FailoverEngine:
         self._started = False
         self.monitor.after_fork()
         self.events._after_fork()
+        self._tasks.after_fork()
         for ep in self._states:
             ep.after_fork()
 
-    def register_pool(self, pool: SwitchListener) -> None:
-        """Have ``pool.on_switch(generation)`` called at every switch (held weakly)."""
-        self._pools.add(pool)
+    def add_switch_listener(self, listener: SwitchListener) -> None:
+        """Have ``listener.on_switch(generation)`` called at every switch and
+        ``listener.on_close()`` at close (held weakly: it goes with its owner)."""
+        self._listeners.add(listener)
+
+    def submit(self, task: Callable[[], object]) -> None:
+        """Run ``task()`` soon on the engine's switch worker thread: network work
+        a switch causes (re-subscribing a pub/sub) must not run under the engine
+        lock, nor delay the monitor or the thread that noticed the failure."""
+        if not self._closed:
+            self._tasks.submit(task)
 
     def add_round_hook(self, hook: RoundHook) -> Callable[[], None]:
         """Run ``hook(engine)`` on the monitor thread after every probe round; returns a remover."""
@@ -601,11 +658,11 @@ class FailoverEngine:
         return [cls(config=self.name, from_endpoint=old.name, to_endpoint=new.name, reason=str(reason), detail=detail)]
 
     def _purge_pools(self, generation: int) -> None:
-        for pool in list(self._pools):
+        for listener in list(self._listeners):
             try:
-                pool.on_switch(generation)
+                listener.on_switch(generation)
             except Exception:
-                logger.exception("geofailover[%s]: pool cleanup after switch failed", self.name)
+                logger.exception("geofailover[%s]: switch listener %r failed", self.name, listener)
 
     def _after_switch(self) -> None:
         self.monitor.notify_all()  # wake callers waiting in confirm()

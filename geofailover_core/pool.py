@@ -17,6 +17,7 @@ endpoint instead of waiting on a dead region.
 
 from __future__ import annotations
 
+import os
 import socket
 from queue import Empty, Full
 from typing import Any
@@ -40,7 +41,11 @@ _ENDPOINT_KWARGS = ("password", "username", "credential_provider", "ssl_password
 
 def wake(conn: AbstractConnection) -> None:
     """Wake a thread blocked reading ``conn`` (shutdown, never close: the
-    reader owns the socket and closes it itself)."""
+    reader owns the socket and closes it itself). Only in the process that
+    made the socket: a forked child shares its parent's sockets, and a
+    shutdown there would break the parent's command."""
+    if getattr(conn, "pid", None) != os.getpid():
+        return
     set_woken(conn)
     sock = getattr(conn, "_sock", None)
     if sock is not None:
@@ -63,7 +68,7 @@ class FailoverPoolMixin:
         self._endpoint_params = {}
         # Bound once: the command path calls it for every command.
         self._base_get_connection: Any = super().get_connection  # type: ignore[misc]
-        engine.register_pool(self)  # type: ignore[arg-type]
+        engine.add_switch_listener(self)
 
     @property
     def engine(self) -> FailoverEngine:
@@ -111,6 +116,12 @@ class FailoverPoolMixin:
         self.release(conn)  # type: ignore[attr-defined]
         raise NoHealthyEndpointError(f"geofailover[{engine.name}]: endpoint kept changing while connecting")
 
+    def on_switch(self, generation: int) -> None:
+        raise NotImplementedError  # each pool class drops its own stale sockets
+
+    def on_close(self) -> None:
+        self.disconnect()  # type: ignore[attr-defined]
+
     def active_endpoint_of(self, connection: Any) -> str | None:
         """Endpoint name a connection of this pool talks to."""
         return endpoint_of(connection)
@@ -146,6 +157,8 @@ class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
 
     def on_switch(self, generation: int) -> None:
         """The engine switched: drop idle sockets of older generations, wake parked blocking commands."""
+        if self.pid != os.getpid():
+            return  # a forked child: these are the parent's sockets (redis-py resets the pool on first use here)
         with self._lock:
             stale = [c for c in self._available_connections if generation_of(c) != generation]
             if not stale and not self._in_use_connections:
@@ -177,6 +190,8 @@ class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnection
 
     def on_switch(self, generation: int) -> None:
         """The engine switched: drop idle sockets of older generations, wake parked blocking commands."""
+        if self.pid != os.getpid():
+            return  # a forked child: these are the parent's sockets (redis-py resets the pool on first use here)
         stale: list[Any] = []
         fresh: list[Any] = []
         slots = 0
