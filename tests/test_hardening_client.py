@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from geofailover_core import FailoverRedis, HealthResult, registry
 from geofailover_core.testing import RedisServer, wait_until
