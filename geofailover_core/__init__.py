@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .defaults import DEFAULTS
     from .engine import FailoverEngine
     from .errors import (
+        AllEndpointsTimedOutError,
         ConfigurationError,
         GeoFailoverError,
         NoHealthyEndpointError,
@@ -45,6 +46,7 @@ _LAZY = {
     "FailoverConfig": "config",
     "DEFAULTS": "defaults",
     "FailoverEngine": "engine",
+    "AllEndpointsTimedOutError": "errors",
     "ConfigurationError": "errors",
     "GeoFailoverError": "errors",
     "NoHealthyEndpointError": "errors",
@@ -87,6 +89,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULTS",
     "AllDownEvent",
+    "AllEndpointsTimedOutError",
     "CallableHealthCheck",
     "ConfigurationError",
     "EndpointConfig",

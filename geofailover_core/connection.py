@@ -99,8 +99,11 @@ class ManagedConnection:
 
     _geofailover_gen: int = -1
     _geofailover_endpoint: str | None = None
+    _sock: Any
 
     def connect(self) -> None:
+        if self._sock is not None:  # the pool calls this at every checkout: keep it one attribute read
+            return
         try:
             super().connect()  # type: ignore[misc]
         except BaseException as exc:
@@ -109,6 +112,8 @@ class ManagedConnection:
             raise
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+        if self._sock is not None:
+            return None
         try:
             return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
         except BaseException as exc:

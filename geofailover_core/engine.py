@@ -37,10 +37,10 @@ from typing import Any, Protocol
 
 import pybreaker
 
-from .commands import Failure, classify
+from .commands import Failure, classify, rejection, timed_out
 from .config import FailoverConfig
 from .endpoint import EndpointState, best_endpoint, build_endpoint_states
-from .errors import NoHealthyEndpointError, UnhealthyEndpointError, UnknownEndpointError
+from .errors import AllEndpointsTimedOutError, NoHealthyEndpointError, UnhealthyEndpointError, UnknownEndpointError
 from .events import (
     AllDownEvent,
     Callback,
@@ -171,10 +171,16 @@ class FailoverEngine:
         # one tuple so a reader never pairs an endpoint with another switch's generation.
         # Published last in a switch: whoever sees it finds the switch's events queued.
         self._routing: tuple[EndpointState | None, int] = (self._active, 0)
+        #: Bumped by every switch; a connection made under an older generation
+        #: talks to an endpoint that is no longer (or no longer surely) active.
+        #: A plain attribute, read lock-free on every command; only the engine writes it.
+        self.generation = 0
+        #: A command failed since the last success: the next success resets the
+        #: breaker's count (read on every command; only the engine writes it).
+        self.suspect = False
         self._hold: _Hold | None = None
         self._active_since = time.time()
         self._last_event: dict[str, Any] | None = None
-        self._suspect = False
         self._closed = False
         self._started = False
         self._observer = False
@@ -200,12 +206,6 @@ class FailoverEngine:
         line: a switch queues both before it publishes the new endpoint."""
         ep = self._routing[0]
         return ep.name if ep is not None else None
-
-    @property
-    def generation(self) -> int:
-        """Bumped by every switch; a connection made under an older generation
-        talks to an endpoint that is no longer (or no longer surely) active."""
-        return self._routing[1]
 
     @property
     def routing(self) -> tuple[EndpointState | None, int]:
@@ -261,11 +261,6 @@ class FailoverEngine:
         only looks at the fleet, such as a CLI, never starts serving on it."""
         return self._started and self.monitor.running
 
-    @property
-    def suspect(self) -> bool:
-        """A command failed since the last success: the next success resets the breaker's count."""
-        return self._suspect
-
     def route(self) -> tuple[EndpointState, int]:
         """The active endpoint and generation, for a pool about to connect."""
         if not self._started:
@@ -274,10 +269,26 @@ class FailoverEngine:
         if ep is None:
             if self._closed:
                 raise NoHealthyEndpointError(f"geofailover[{self.name}]: engine is closed")
-            raise NoHealthyEndpointError(
-                f"geofailover[{self.name}]: no healthy endpoint ({self._down_summary()}); failing fast until one recovers"
-            )
+            raise self.all_down_error()
         return ep, generation
+
+    def all_down_error(self) -> NoHealthyEndpointError:
+        """The error for "no endpoint can serve", naming each endpoint's state,
+        chained to the real error of the highest-priority one (the exception a
+        wrong password or an untrusted certificate raised, not just "down")."""
+        causes = [ep.last_exception for ep in self._ranked if ep.last_exception is not None]
+        rejected = [ep for ep in self._states if ep.rejection]
+        summary = ", ".join(f"{ep.name}: {ep.rejection or f'{ep.health}/{ep.breaker_state}'}" for ep in self._states)
+        advice = (
+            "; a configuration problem, not an outage: check the password, ACL user and TLS settings of "
+            + ", ".join(ep.name for ep in rejected)
+            if rejected else "; failing fast until one recovers"
+        )
+        all_timeouts = len(causes) == len(self._states) and all(timed_out(c) for c in causes)
+        cls = AllEndpointsTimedOutError if all_timeouts else NoHealthyEndpointError
+        error = cls(f"geofailover[{self.name}]: no healthy endpoint ({summary}){advice}")
+        error.__cause__ = causes[0] if causes else None
+        return error
 
     def route_checked(self, check: Callable[[EndpointState], object]) -> EndpointState:
         """The active endpoint, after ``check(endpoint)`` succeeded on it.
@@ -304,9 +315,6 @@ class FailoverEngine:
                 )
         raise NoHealthyEndpointError(f"geofailover[{self.name}]: endpoint kept changing while connecting") from last
 
-    def _down_summary(self) -> str:
-        return ", ".join(f"{ep.name}: {ep.health}/{ep.breaker_state}" for ep in self._states)
-
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
@@ -329,6 +337,7 @@ class FailoverEngine:
             self._generation += 1
             generation = self._generation
             self._routing = (None, generation)
+            self.generation = generation
         self.monitor.stop()
         for hook in reversed(self._close_hooks):  # the control plane removes our heartbeat while probe clients exist
             try:
@@ -430,7 +439,9 @@ class FailoverEngine:
             ep.counters["command_failures"] += 1
             ep.last_error = text
             ep.last_error_at = time.time()
-            self._suspect = True
+            ep.last_exception = exc
+            ep.rejection = rejection(exc)
+            self.suspect = True
         if kind is Failure.CONCLUSIVE:
             ep.breaker.open()
         else:
@@ -448,7 +459,7 @@ class FailoverEngine:
         ep, current = self._routing
         if ep is None or generation != current:
             return
-        self._suspect = False
+        self.suspect = False
         if ep.breaker.fail_counter:
             try:
                 ep.breaker.call(_noop)
@@ -519,6 +530,8 @@ class FailoverEngine:
             else:
                 ep.health = result.status
                 ep.health_detail = result.detail
+                ep.last_exception = result.error
+                ep.rejection = rejection(result.error) if result.error is not None else None
                 if result.status is HealthStatus.HEALTHY:
                     if ep.healthy_since is None:
                         ep.healthy_since = started
@@ -636,6 +649,7 @@ class FailoverEngine:
             self._emit(event)
         # Visible now: whoever sees the new generation finds the events queued.
         self._routing = (target, generation)
+        self.generation = generation
         # Then idle sockets to the old endpoint go, and parked blocking commands
         # wake: after the route, so a woken command's socket is seen as stale
         # when it is released (never pooled again) and its retry connects to

@@ -27,7 +27,20 @@ class ConfigurationError(GeoFailoverError, ValueError):
 
 
 class NoHealthyEndpointError(GeoFailoverError, redis.exceptions.ConnectionError):
-    """Every endpoint is down; commands fail fast until one recovers."""
+    """Every endpoint is down; commands fail fast until one recovers.
+
+    The message names each endpoint's state, and says so when an endpoint
+    refuses us (wrong password, ACL, untrusted certificate): that is a
+    configuration problem, not an outage. ``__cause__`` is the last error
+    seen from the highest-priority endpoint."""
+
+
+class AllEndpointsTimedOutError(NoHealthyEndpointError, redis.exceptions.TimeoutError):
+    """Every endpoint's last failure was a timeout (frozen or blackholed regions).
+
+    Also a ``redis.exceptions.TimeoutError``, so code that catches timeouts
+    to back off catches this too; code that catches ``ConnectionError`` (or
+    ``NoHealthyEndpointError``) is unaffected."""
 
 
 class UnknownEndpointError(GeoFailoverError, KeyError):

@@ -55,6 +55,9 @@ class _ProbeWorker:
                     future.set_exception(exc)
             self._done()
 
+#: Seconds the first probe round waits after start unless a round is asked for.
+FIRST_ROUND_DELAY = 0.05
+
 #: ``(endpoint, verdict, monotonic start of the round)``: one endpoint's verdict of a round.
 ApplyProbe = Callable[[EndpointState, HealthResult, float], None]
 
@@ -112,9 +115,7 @@ class HealthMonitor:
         with self._cond:
             if self.running or self._stopping:
                 return
-            name = self.name
-            self._workers = {ep.name: _ProbeWorker(f"geofailover-probe[{name}:{ep.name}]", self.notify_all) for ep in self._endpoints}
-            self._thread = threading.Thread(target=self._run, name=f"geofailover-monitor[{name}]", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=f"geofailover-monitor[{self.name}]", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -124,12 +125,12 @@ class HealthMonitor:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-            thread, workers = self._thread, self._workers
+            thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        for worker in workers.values():
-            worker.stop()
         with self._cond:
+            for worker in self._workers.values():
+                worker.stop()
             self._thread = None
             self._workers = {}
             self._inflight.clear()
@@ -164,6 +165,16 @@ class HealthMonitor:
 
     def _run(self) -> None:
         interval = self.config.health_check_interval
+        with self._cond:
+            # The first round waits a moment (or until someone asks for a round):
+            # the application's first command, which started the monitor, goes
+            # first instead of queueing behind probe connections for the GIL.
+            deadline = time.monotonic() + min(FIRST_ROUND_DELAY, interval)
+            while not self._stopping and not self._wake and (remaining := deadline - time.monotonic()) > 0:
+                self._cond.wait(remaining)
+            if self._stopping:
+                return
+            self._workers = {ep.name: _ProbeWorker(f"geofailover-probe[{self.name}:{ep.name}]", self.notify_all) for ep in self._endpoints}
         while True:
             with self._cond:
                 if self._stopping:

@@ -89,7 +89,8 @@ class FailoverPoolMixin:
         return conn
 
     def owns_connection(self, connection: Any) -> bool:
-        return bool(connection.pid == self.pid and generation_of(connection) == self._engine.generation)  # type: ignore[attr-defined]
+        # Called by release() for every command: a connection of an older generation is discarded.
+        return bool(connection.pid == self.pid and connection._geofailover_gen == self._engine.generation)  # type: ignore[attr-defined]
 
     def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         try:
