@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         ConfigurationError,
         GeoFailoverError,
         NoHealthyEndpointError,
+        ReplyLostError,
         UnhealthyEndpointError,
         UnknownEndpointError,
     )
@@ -50,6 +51,7 @@ _LAZY = {
     "ConfigurationError": "errors",
     "GeoFailoverError": "errors",
     "NoHealthyEndpointError": "errors",
+    "ReplyLostError": "errors",
     "UnhealthyEndpointError": "errors",
     "UnknownEndpointError": "errors",
     "AllDownEvent": "events",
@@ -113,6 +115,7 @@ __all__ = [
     "ProbeContext",
     "Reason",
     "RecoveredEvent",
+    "ReplyLostError",
     "UnhealthyEndpointError",
     "UnknownEndpointError",
     "__version__",

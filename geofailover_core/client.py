@@ -396,6 +396,7 @@ class FailoverPubSub(PubSub):
             else:
                 self.connection_pool.release(old)
         conn = self.connection_pool.get_connection()
+        set_blocking(conn, True)  # a subscriber's wait is its own, never a stall
         self.connection = conn
         conn.register_connect_callback(self.on_connect)
         if self.push_handler_func is not None:
@@ -425,6 +426,9 @@ class FailoverPubSub(PubSub):
                 if not engine.recover(generation, exc, str(args[0]) if args else None):
                     raise
                 self._move()
+            finally:
+                if self.connection is not None:
+                    set_blocking(self.connection, True)  # a subscriber's wait is its own, never a stall
 
     def parse_response(self, block: bool = True, timeout: float = 0) -> Any:
         engine = self._engine()

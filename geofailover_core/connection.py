@@ -23,7 +23,8 @@ from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
 from redis.retry import Retry
 
-from .stamps import ENDPOINT, GENERATION, mark_unsent, stamp_generation
+from .errors import ReplyLostError
+from .stamps import ENDPOINT, GENERATION, mark_unsent, stamp_generation, was_woken
 
 if TYPE_CHECKING:
     from .config import EndpointConfig, FailoverConfig
@@ -99,6 +100,9 @@ class ManagedConnection:
 
     _geofailover_gen: int = -1
     _geofailover_endpoint: str | None = None
+    # Monotonic time the pool lent this connection out (0.0: idle). The
+    # engine's stall watch reads it to notice a command stuck on a frozen region.
+    _geofailover_since: float = 0.0
     _sock: Any
 
     def connect(self) -> None:
@@ -110,6 +114,18 @@ class ManagedConnection:
             stamp_generation(exc, self._geofailover_gen)
             mark_unsent(exc)
             raise
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.exceptions.ConnectionError as exc:
+            if not was_woken(self):
+                raise
+            # A switch shut this socket because its endpoint failed while the
+            # reply was outstanding: say so, rather than "closed by server".
+            lost = ReplyLostError(f"no reply from {self._geofailover_endpoint} before it was failed over")
+            stamp_generation(lost, self._geofailover_gen)
+            raise lost from exc
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
         if self._sock is not None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pybreaker
+import redis.exceptions
 
 from .commands import Failure, classify, rejection, timed_out
 from .config import FailoverConfig
@@ -55,7 +56,13 @@ from .events import (
 from .health import HealthResult, HealthStatus
 from .masking import mask_text
 from .monitor import HealthMonitor
+from .stall import StallWatch
 from .stamps import failed_generation
+
+_TRANSPORT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+#: A command waiting longer than this for its reply asks for a probe at once (seconds).
+STALL_THRESHOLD = 0.05
 
 logger = logging.getLogger("geofailover")
 
@@ -131,6 +138,10 @@ class _TaskQueue:
                 thread.join(timeout)
 
 
+def _none(generation: int) -> None:
+    return None
+
+
 def _raise(exc: BaseException) -> None:
     raise exc
 
@@ -195,6 +206,14 @@ class FailoverEngine:
         )
         #: The control plane attached by :mod:`geofailover_core.control`, if any.
         self.control: ControlAttachment | None = None
+        #: Whether the last switch left an endpoint that failed (rather than an
+        #: operator's or a failback's move): pools then wake commands in flight there.
+        self.last_switch_failed = False
+        self.stall_watch = StallWatch(
+            f"geofailover-stall[{self.name}]", STALL_THRESHOLD, config.health_check_timeout,
+            oldest=self._oldest_outstanding, alarm=self._on_stall,
+        )
+        self._stall_probes = 0
 
     # -- read side ---------------------------------------------------------------
 
@@ -326,6 +345,17 @@ class FailoverEngine:
                 return
             self._started = True
         self.monitor.start()
+        self.stall_watch.start()
+
+    def suspend(self) -> None:
+        """Stop probing until the next use restarts it (a CLI command that looked
+        at the fleet from inside an application's process leaves no monitor behind)."""
+        with self._start_lock:
+            if not self._started:
+                return
+            self._started = False
+        self.monitor.stop()
+        self.stall_watch.stop()
 
     def close(self) -> None:
         """Stop the monitor and event threads and close every socket this engine owns."""
@@ -339,6 +369,7 @@ class FailoverEngine:
             self._routing = (None, generation)
             self.generation = generation
         self.monitor.stop()
+        self.stall_watch.stop()
         for hook in reversed(self._close_hooks):  # the control plane removes our heartbeat while probe clients exist
             try:
                 hook(self)
@@ -361,6 +392,7 @@ class FailoverEngine:
         self._start_lock = threading.Lock()
         self._started = False
         self.monitor.after_fork()
+        self.stall_watch.after_fork()
         self.events._after_fork()
         self._tasks.after_fork()
         for ep in self._states:
@@ -370,6 +402,15 @@ class FailoverEngine:
         """Have ``listener.on_switch(generation)`` called at every switch and
         ``listener.on_close()`` at close (held weakly: it goes with its owner)."""
         self._listeners.add(listener)
+
+    def _on_stall(self) -> None:
+        self._stall_probes += 1
+        self.monitor.request_round()
+
+    def _oldest_outstanding(self) -> float | None:
+        generation = self.generation
+        times = [t for listener in list(self._listeners) if (t := getattr(listener, "oldest_outstanding", _none)(generation)) is not None]
+        return min(times) if times else None
 
     def submit(self, task: Callable[[], object]) -> None:
         """Run ``task()`` soon on the engine's switch worker thread: network work
@@ -487,9 +528,15 @@ class FailoverEngine:
         that can take the command again (the retry policy decides whether it may)."""
         if isinstance(exc, NoHealthyEndpointError):
             return False
+        failed = failed_generation(exc, generation)
+        if failed != self.generation and isinstance(exc, _TRANSPORT_ERRORS):
+            # The socket belonged to an endpoint traffic already left (a switch
+            # woke it, or it was made just before one): whatever it says is
+            # not about the active endpoint, and the command may go there.
+            return self.active is not None
         if self.report_failure(generation, exc, command) is Failure.IGNORE:
             return False
-        return self.confirm(failed_generation(exc, generation)) and self.active is not None
+        return self.confirm(failed) and self.active is not None
 
     # -- signals -------------------------------------------------------------------
 
@@ -636,6 +683,7 @@ class FailoverEngine:
         was masked when it was recorded (no string work here)."""
         old = self._active
         events = self._switch_events(old, target, reason, detail)
+        self.last_switch_failed = target is None or reason in (Reason.HEALTH_CHECK, Reason.CIRCUIT_BREAKER)
         self._active = target
         self._generation += 1
         generation = self._generation
@@ -783,6 +831,7 @@ class FailoverEngine:
                 "all_down": active is None and not self._closed,
                 "generation": self._generation,
                 "monitor_running": self.monitor.running,
+                "stall_probes": self._stall_probes,  # probe rounds asked for by a command waiting for its reply
                 "hold": self.hold(),
                 "last_event": self._last_event,
                 "endpoints": [ep.snapshot(ep is active) for ep in self._states],
@@ -804,6 +853,7 @@ def observing(engines: list[FailoverEngine]) -> Iterator[list[FailoverEngine]]:
         yield observers
     finally:
         for engine in observers:
+            engine.suspend()  # the command started it only to look: the application's first use starts it again
             engine.events.flush(2.0)
             engine.observer = False
 

@@ -52,3 +52,14 @@ class UnknownEndpointError(GeoFailoverError, KeyError):
 
 class UnhealthyEndpointError(GeoFailoverError, redis.exceptions.ConnectionError):
     """A manual failover was asked for an endpoint that is down (pass ``force=True`` to insist)."""
+
+
+class ReplyLostError(GeoFailoverError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+    """The endpoint failed while this command's reply was outstanding, and the
+    engine moved traffic on: whether a write was applied there is unknown.
+
+    Both a ``ConnectionError`` (what a region that died raises) and a
+    ``TimeoutError`` (what a region that froze raises), because from the
+    caller's side it is either, and code written for one must catch it. Reads
+    are re-sent on the new endpoint and never see it; writes see it under the
+    ``read_only`` retry policy."""

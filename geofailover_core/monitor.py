@@ -113,8 +113,9 @@ class HealthMonitor:
 
     def start(self) -> None:
         with self._cond:
-            if self.running or self._stopping:
+            if self.running:
                 return
+            self._stopping = False
             self._thread = threading.Thread(target=self._run, name=f"geofailover-monitor[{self.name}]", daemon=True)
             self._thread.start()
 

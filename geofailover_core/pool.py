@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from queue import Empty, Full
 from typing import Any
 
@@ -30,6 +31,8 @@ from .endpoint import EndpointState
 from .engine import FailoverEngine
 from .errors import NoHealthyEndpointError
 from .stamps import endpoint_of, generation_of, is_blocking, mark_unsent, set_woken
+
+_monotonic = time.monotonic
 
 # redis-py >= 6 has a dedicated class; earlier versions raised ConnectionError.
 _MAX_CONNECTIONS_ERROR: type[Exception] = getattr(redis.exceptions, "MaxConnectionsError", redis.exceptions.ConnectionError)
@@ -89,7 +92,9 @@ class FailoverPoolMixin:
         return conn
 
     def owns_connection(self, connection: Any) -> bool:
-        # Called by release() for every command: a connection of an older generation is discarded.
+        # Called by release() for every command: the command is over, and a
+        # connection of an older generation is discarded.
+        connection._geofailover_since = 0.0
         return bool(connection.pid == self.pid and connection._geofailover_gen == self._engine.generation)  # type: ignore[attr-defined]
 
     def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
@@ -99,8 +104,32 @@ class FailoverPoolMixin:
             mark_unsent(exc)  # nothing was sent: always safe to retry elsewhere
             raise
         if conn._geofailover_gen == self._engine.generation:  # every connection here is a ManagedConnection
+            conn._geofailover_since = _monotonic()
             return conn
         return self._replace_stale(conn)
+
+    def _lent(self) -> list[Any]:
+        raise NotImplementedError
+
+    def oldest_outstanding(self, generation: int) -> float | None:
+        """Monotonic time the longest-running command on ``generation`` started
+        (blocking commands and pub/sub excluded: their waits are their own)."""
+        oldest: float | None = None
+        for conn in self._lent():
+            since = conn._geofailover_since
+            if since and conn._geofailover_gen == generation and not is_blocking(conn) and (oldest is None or since < oldest):
+                oldest = since
+        return oldest
+
+    def _wake_stale(self, lent: list[Any], generation: int) -> None:
+        """After a switch, wake in-use sockets of older generations: blocking
+        commands always (they wait on a region traffic left), commands in
+        flight only when the old endpoint *failed* (a frozen region never
+        answers them; after a manual switch they finish where they are)."""
+        failed = self._engine.last_switch_failed
+        for conn in lent:
+            if generation_of(conn) != generation and (is_blocking(conn) or (failed and conn._geofailover_since)):
+                wake(conn)
 
     def _replace_stale(self, conn: Any) -> Any:
         """A connection made just before a switch: discard it and take a fresh one."""
@@ -113,6 +142,7 @@ class FailoverPoolMixin:
                 mark_unsent(exc)
                 raise
             if generation_of(conn) == engine.generation:
+                conn._geofailover_since = _monotonic()
                 return conn
         self.release(conn)  # type: ignore[attr-defined]
         raise NoHealthyEndpointError(f"geofailover[{engine.name}]: endpoint kept changing while connecting")
@@ -166,11 +196,13 @@ class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
                 return
             self._available_connections = [c for c in self._available_connections if generation_of(c) == generation]
             self._created_connections -= len(stale)
-            parked = [c for c in self._in_use_connections if is_blocking(c) and generation_of(c) != generation]
+            lent = list(self._in_use_connections)
         for conn in stale:
             conn.disconnect()
-        for conn in parked:
-            wake(conn)
+        self._wake_stale(lent, generation)
+
+    def _lent(self) -> list[Any]:
+        return list(self._in_use_connections)
 
 
 class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnectionPool):
@@ -216,9 +248,10 @@ class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnection
         self._connections = [c for c in self._connections if id(c) not in stale_ids]
         for conn in stale:
             conn.disconnect()
-        for conn in list(self._connections):
-            if is_blocking(conn) and generation_of(conn) != generation:
-                wake(conn)
+        self._wake_stale(list(self._connections), generation)
+
+    def _lent(self) -> list[Any]:
+        return list(self._connections)
 
 
 __all__ = ["FailoverBlockingConnectionPool", "FailoverConnectionPool", "FailoverPoolMixin", "wake"]
