@@ -33,7 +33,7 @@ from .commands import BLOCKING, blocking_seconds, retry_allowed
 from .config import EndpointConfig, FailoverConfig, split_options
 from .engine import FailoverEngine
 from .errors import ConfigurationError
-from .pool import FailoverBlockingConnectionPool, FailoverConnectionPool, FailoverPoolMixin, wake
+from .pool import FailoverPoolMixin, failover_pool, wake
 from .registry import acquire, release
 from .stamps import exec_sent, generation_of, is_unsent, mark_exec_sent, mark_unsent, set_blocking, stamp_generation, was_woken
 
@@ -136,9 +136,7 @@ class FailoverRedis(redis.Redis):
         engine_options, client_options = split_options(options)
         engine = cls._resolve_engine(endpoints, name, config, engine_options)
         try:
-            if blocking_pool:
-                return FailoverBlockingConnectionPool(engine, max_connections=max_connections or 50, timeout=pool_timeout, **client_options)
-            return FailoverConnectionPool(engine, max_connections=max_connections, **client_options)
+            return failover_pool(engine, blocking_pool=blocking_pool, max_connections=max_connections, pool_timeout=pool_timeout, **client_options)
         except BaseException:
             release(engine)
             raise

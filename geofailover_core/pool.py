@@ -254,4 +254,14 @@ class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnection
         return list(self._connections)
 
 
-__all__ = ["FailoverBlockingConnectionPool", "FailoverConnectionPool", "FailoverPoolMixin", "wake"]
+def failover_pool(
+    engine: FailoverEngine, *, blocking_pool: bool = False, max_connections: int | None = None, pool_timeout: float = 20.0, **client_options: Any
+) -> FailoverPoolMixin:
+    """The pool for a client's pool settings (``FailoverRedis``'s keyword
+    arguments, which adapters expose as settings): blocking or not, its size."""
+    if blocking_pool:
+        return FailoverBlockingConnectionPool(engine, max_connections=max_connections or 50, timeout=pool_timeout, **client_options)
+    return FailoverConnectionPool(engine, max_connections=max_connections, **client_options)
+
+
+__all__ = ["FailoverBlockingConnectionPool", "FailoverConnectionPool", "FailoverPoolMixin", "failover_pool", "wake"]

@@ -12,7 +12,8 @@ imported only by Flask-Caching (``CACHE_TYPE``), so Flask-Caching stays optional
 from __future__ import annotations
 
 from . import signals
-from .extension import GeoFailover, GeoFailoverState
+from .extension import GeoFailover
 from .readiness import readiness_blueprint
+from .state import GeoFailoverState
 
 __all__ = ["GeoFailover", "GeoFailoverState", "readiness_blueprint", "signals"]
