@@ -19,10 +19,9 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django_redis.cache import RedisCache  # type: ignore[import-untyped]
 
-from . import binding as _binding
 from . import checks as _checks  # noqa: F401 - registers the system checks wherever the backend is used
 from .binding import CacheBinding, binding_for
-from .conf import CLIENT_PATH, FACTORY_PATH, require, resolve_alias
+from .conf import CLIENT_PATH, FACTORY_PATH, resolve_alias
 
 if TYPE_CHECKING:
     from geofailover_core.engine import FailoverEngine
@@ -57,16 +56,9 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
 
     def geofailover_binding(self) -> CacheBinding:
         """Validated settings, engine and signal bridge of this alias (raises ImproperlyConfigured)."""
-        binding = self._geo_binding
-        if binding is None:
-            key = (type(self), self._geo_alias, repr(self._geo_location), repr(self._geo_params))
-            binding = _binding.lookup(key)
-            if binding is None:
-                settings = require(self._geo_alias, self._geo_location, self._geo_params)
-                binding = binding_for(settings, type(self))
-                _binding.remember(key, binding)
-            self._geo_binding = binding
-        return binding
+        if self._geo_binding is None:
+            self._geo_binding = binding_for(type(self), self._geo_alias, self._geo_location, self._geo_params)
+        return self._geo_binding
 
     @property
     def geofailover(self) -> FailoverEngine:

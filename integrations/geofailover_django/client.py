@@ -1,8 +1,8 @@
 """django-redis client for a geofailover cache.
 
 Plugged in like django-redis's ``SentinelClient``: it rewrites LOCATION
-before ``DefaultClient.__init__`` sees it, and checks in ``connect()`` that
-the connection factory is the one that builds failover pools.
+before ``DefaultClient.__init__`` sees it, and hands the alias's binding to
+the connection factory that builds failover pools.
 
 What it changes, and why:
 
@@ -40,7 +40,7 @@ from django_redis.exceptions import ConnectionInterrupted  # type: ignore[import
 
 from geofailover_core.client import FailoverRedis
 
-from .pool import URL_SCHEME, GeoFailoverConnectionFactory
+from .pool import URL_SCHEME
 
 if TYPE_CHECKING:
     from .binding import CacheBinding
@@ -65,23 +65,6 @@ NO_IO = frozenset(
 )
 
 
-def _io_method_names(cls: type[Any]) -> list[str]:
-    """Public methods of ``cls`` (and its mixins) that talk to Redis.
-
-    Computed from the installed django-redis rather than listed by hand, so
-    methods a newer django-redis adds (7.0 added the sorted-set helpers) are
-    covered without a change here.
-    """
-    names = []
-    for name in dir(cls):
-        if name.startswith("_") or name in NO_IO:
-            continue
-        attr = inspect.getattr_static(cls, name)
-        if inspect.isfunction(attr):
-            names.append(name)
-    return names
-
-
 def _wrap(func: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.isgeneratorfunction(func):
 
@@ -89,6 +72,7 @@ def _wrap(func: Callable[..., Any]) -> Callable[..., Any]:
         def iterate(self: GeoFailoverClient, *args: Any, **kwargs: Any) -> Iterator[Any]:
             return self._guard_iterator(func(self, *args, **kwargs))
 
+        iterate._geo_wrapped = True  # type: ignore[attr-defined]
         return iterate
 
     @functools.wraps(func)
@@ -111,7 +95,21 @@ def _wrap(func: Callable[..., Any]) -> Callable[..., Any]:
             self._geo_binding.note_success()
         return result
 
+    call._geo_wrapped = True  # type: ignore[attr-defined]
     return call
+
+
+def _wrap_io_methods(cls: type[Any]) -> None:
+    """Give every public method of ``cls`` that talks to Redis the one error policy.
+
+    Found on the class rather than listed by hand, so methods a newer
+    django-redis adds (7.0 added the sorted-set helpers), or a project's
+    client subclass adds, are covered without a change here.
+    """
+    for name in dir(cls):
+        attr = inspect.getattr_static(cls, name)
+        if not name.startswith("_") and name not in NO_IO and inspect.isfunction(attr) and not getattr(attr, "_geo_wrapped", False):
+            setattr(cls, name, _wrap(attr))
 
 
 class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
@@ -119,12 +117,7 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # A user's subclass may add methods that talk to Redis: same policy.
-        for name, attr in list(vars(cls).items()):
-            if not name.startswith("_") and name not in NO_IO and inspect.isfunction(attr) and not getattr(attr, "_geo_wrapped", False):
-                wrapped = _wrap(attr)
-                wrapped._geo_wrapped = True  # type: ignore[attr-defined]
-                setattr(cls, name, wrapped)
+        _wrap_io_methods(cls)  # a project's subclass may add methods that talk to Redis
 
     def __init__(self, server: Any, params: dict[str, Any], backend: Any) -> None:
         binding_of = getattr(backend, "geofailover_binding", None)
@@ -137,12 +130,8 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
         self._geo_binding = binding
         self._geo_depth = 0
         # The Sentinel client's LOCATION hook: one server, the engine.
+        # CONNECTION_FACTORY and REDIS_CLIENT_CLASS were checked with the settings (E008, E009).
         super().__init__([f"{URL_SCHEME}{binding.settings.engine_name}"], params, backend)
-        if not isinstance(self.connection_factory, GeoFailoverConnectionFactory):
-            raise ImproperlyConfigured(
-                "OPTIONS['CONNECTION_FACTORY'] must be 'geofailover_django.pool.GeoFailoverConnectionFactory' "
-                "(or a subclass) for a geofailover cache; remove the option to use the default"
-            )
         self.connection_factory.bind(binding)
 
     # -- one server, the engine's -------------------------------------------------------
@@ -158,15 +147,6 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
 
     def get_client_with_index(self, write: bool = True, tried: list[int] | None = None) -> tuple[FailoverRedis, int]:
         return self.get_client(write, tried), 0
-
-    def connect(self, index: int = 0) -> FailoverRedis:
-        client = super().connect(index)
-        if not isinstance(client, FailoverRedis):
-            raise ImproperlyConfigured(
-                "OPTIONS['REDIS_CLIENT_CLASS'] must be geofailover_core.client.FailoverRedis (or a subclass) "
-                "for a geofailover cache; remove the option to use the default"
-            )
-        return client
 
     # -- error policy ---------------------------------------------------------------------
 
@@ -187,9 +167,4 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
             self._geo_binding.note_success()
 
 
-for _name in _io_method_names(DefaultClient):
-    if _name not in vars(GeoFailoverClient):
-        _method = _wrap(inspect.getattr_static(DefaultClient, _name))
-        _method._geo_wrapped = True  # type: ignore[attr-defined]
-        setattr(GeoFailoverClient, _name, _method)
-del _name
+_wrap_io_methods(GeoFailoverClient)

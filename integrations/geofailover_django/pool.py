@@ -4,8 +4,9 @@ Plugged in like django-redis's ``SentinelConnectionFactory``: the factory is
 chosen by ``OPTIONS["CONNECTION_FACTORY"]`` (the cache backend presets it),
 and the pool it returns re-resolves the endpoint on every new connection
 instead of being bound to one address. django-redis calls the same methods
-it always does (``connect``, ``get_connection``, ``disconnect``); only the
-pool behind them differs.
+it always does (``connect``, ``get_connection``, ``disconnect``) and builds
+the client from its own ``REDIS_CLIENT_CLASS``/``REDIS_CLIENT_KWARGS``; only
+the pool behind them differs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ImproperlyConfigured
 from django_redis.pool import ConnectionFactory  # type: ignore[import-untyped]
 
-from geofailover_core.client import FailoverRedis
 from geofailover_core.pool import FailoverPoolMixin
 
 from .conf import POOL_PATH, REDIS_CLIENT_PATH
@@ -36,7 +36,7 @@ class GeoFailoverConnectionFactory(ConnectionFactory):  # type: ignore[misc]
     was closed is replaced.
     """
 
-    _geo_pools: dict[tuple[str, str], FailoverPoolMixin] = {}
+    _geo_pools: dict[tuple[str, type[Any], str], FailoverPoolMixin] = {}
     _geo_lock = threading.Lock()
 
     def __init__(self, options: dict[str, Any]) -> None:
@@ -62,33 +62,21 @@ class GeoFailoverConnectionFactory(ConnectionFactory):  # type: ignore[misc]
         return self.binding
 
     def make_connection_params(self, url: str) -> dict[str, Any]:
-        """Only the URL token: credentials and timeouts are part of the engine
-        configuration (so health probes use them too), not of each pool."""
-        return {"url": url}
+        """The URL token and django-redis's PARSER_CLASS: credentials and timeouts
+        are part of the engine configuration (so health probes use them too)."""
+        return {"url": url, "parser_class": self.get_parser_cls()}
 
     def get_or_create_connection_pool(self, params: dict[str, Any]) -> FailoverPoolMixin:
-        binding = self._require_binding()
-        engine = binding.engine()
-        pool_kwargs = dict(binding.settings.pool_kwargs)
-        key = (engine.name, repr(sorted(pool_kwargs.items(), key=lambda kv: kv[0])))
+        """django-redis's ``get_connection()`` asks here; the pool class and
+        kwargs are django-redis's own (``OPTIONS``), validated by the checks."""
+        engine = self._require_binding().engine()
+        kwargs = {k: v for k, v in {**params, **self.pool_cls_kwargs}.items() if k != "url"}
+        key = (engine.name, self.pool_cls, repr(sorted(kwargs.items())))
         with self._geo_lock:
             pool = self._geo_pools.get(key)
             if pool is None or pool.engine is not engine:
-                pool = self._geo_pools[key] = self.get_connection_pool({**params, **pool_kwargs})
+                pool = self._geo_pools[key] = self.pool_cls(engine, **kwargs)
             return pool
-
-    def get_connection_pool(self, params: dict[str, Any]) -> FailoverPoolMixin:
-        binding = self._require_binding()
-        kwargs = {k: v for k, v in params.items() if k != "url"}  # pool kwargs, already validated
-        pool_cls: type[Any] = binding.settings.pool_class
-        pool: FailoverPoolMixin = pool_cls(binding.engine(), **kwargs)
-        return pool
-
-    def get_connection(self, params: dict[str, Any]) -> FailoverRedis:
-        binding = self._require_binding()
-        pool = self.get_or_create_connection_pool(params)
-        client_cls: type[FailoverRedis] = binding.settings.redis_client_class
-        return client_cls(connection_pool=pool, **binding.settings.redis_client_kwargs)
 
     def disconnect(self, connection: Any) -> None:
         """Close idle connections only: the pool is shared by every thread,
