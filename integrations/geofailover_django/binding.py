@@ -1,19 +1,12 @@
 """Per-process state of one geofailover cache alias.
 
-Django builds a cache backend, and so a django-redis client, per thread (and
-per async context). What must exist once per alias per process lives here:
-
-* the validated settings, parsed once per distinct settings, not per backend;
-* the engine, from the core registry (one per configuration name per
-  process), so every thread's backend shares one monitor and one set of
-  breakers;
-* the bridge from engine events to :mod:`geofailover_django.signals`, set up
-  the first time the alias is used, not in ``AppConfig.ready()``, so it works
-  even when the app is not installed;
-* the "ignored errors" bookkeeping, so ``IGNORE_EXCEPTIONS`` logs once per
-  outage instead of once per cache call.
-
-A binding never decides anything about failover: that is the engine's job.
+Django builds a cache backend (and a django-redis client) per thread and per
+async context. What must exist once per alias per process lives here: the
+settings, parsed once; the engine, shared by every thread's backend; the
+bridge from engine events to :mod:`geofailover_django.signals`, set up on
+first use rather than in ``AppConfig.ready()`` so that it works without the
+app installed; and the ``IGNORE_EXCEPTIONS`` outage log (once per outage, not
+once per cache call). No failover decision is taken here.
 """
 
 from __future__ import annotations
@@ -47,6 +40,7 @@ class CacheBinding:
     def __init__(self, settings: CacheSettings, sender: type[Any], source: Hashable) -> None:
         self.settings = settings
         self.alias = settings.alias
+        self.label = self.alias if self.alias is not None else settings.config.name  # for log lines
         self.sender = sender
         self.source = source  # the settings as written: a change makes a new binding
         self._engine: FailoverEngine | None = None
@@ -55,10 +49,6 @@ class CacheBinding:
         self.ignoring = False  # read without the lock on the hot path
         self.ignored = 0
 
-    @property
-    def label(self) -> str:
-        return self.alias if self.alias is not None else self.settings.engine_name
-
     def engine(self) -> FailoverEngine:
         """The live engine of this alias; a closed one is replaced (tests, shutdown hooks)."""
         engine = self._engine
@@ -66,8 +56,7 @@ class CacheBinding:
             return engine
         with _lock:
             if self._engine is None or self._engine.closed:
-                names = SettingNames(f"{where(self.alias)}['LOCATION']", f"{where(self.alias)}['OPTIONS']['GEOFAILOVER']")
-                engine = engine_for(self.settings.config, names)
+                engine = engine_for(self.settings.config, SettingNames(where(self.alias), f"{where(self.alias)}['OPTIONS']['GEOFAILOVER']"))
                 if self._unsubscribe is not None:
                     self._unsubscribe()
                 self._unsubscribe = engine.on("*", self._relay)
@@ -123,7 +112,7 @@ class CacheBinding:
         logger.info("geofailover cache %r: Redis commands succeed again after %d ignored error(s)", self.label, count)
 
     def __repr__(self) -> str:
-        return f"<CacheBinding alias={self.alias!r} engine={self.settings.engine_name!r}>"
+        return f"<CacheBinding alias={self.alias!r} engine={self.settings.config.name!r}>"
 
 
 def binding_for(sender: type[Any], alias: str | None, location: Any, params: Any) -> CacheBinding:

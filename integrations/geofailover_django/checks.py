@@ -35,7 +35,7 @@ def check_geofailover_caches(app_configs: Sequence[AppConfig] | None = None, **k
         messages += problems
         if parsed is None:
             continue
-        name, fingerprint = parsed.engine_name, parsed.config.fingerprint()
+        name, fingerprint = parsed.config.name, parsed.config.fingerprint()
         if name in seen and seen[name][1] != fingerprint:
             messages.append(problem(
                 "E011", f"{where(alias)} and {where(seen[name][0])} both use the geofailover engine name {name!r} with different endpoints or options",

@@ -1,28 +1,17 @@
 """django-redis client for a geofailover cache.
 
-Plugged in like django-redis's ``SentinelClient``: it rewrites LOCATION
-before ``DefaultClient.__init__`` sees it, and hands the alias's binding to
-the connection factory that builds failover pools.
+Plugged in like django-redis's ``SentinelClient``: it rewrites LOCATION before
+``DefaultClient.__init__`` sees it. django-redis reads several LOCATIONs as a
+primary and read replicas; here they are failover members of one engine, so
+the client holds a single "server" (``geofailover://<engine name>``) whose
+pool follows the active endpoint.
 
-What it changes, and why:
-
-* **LOCATION.** django-redis reads several LOCATIONs as one primary plus read
-  replicas. Here they are failover members managed by one engine, so the
-  client holds a single "server" (``geofailover://<engine name>``) and always
-  uses index 0; the pool behind it follows the active endpoint, and the core
-  client re-sends commands after a switch when that is safe.
-* **One error policy for every method.** django-redis turns connection errors
-  into ``ConnectionInterrupted`` (which ``IGNORE_EXCEPTIONS`` swallows) only
-  in some methods; ``ttl``, ``expire``, ``persist``, ``touch`` and the
-  set/hash/sorted-set helpers raise raw ``redis`` errors. This client wraps
-  every method that talks to Redis the same way (the same exception classes
-  django-redis's own wrapped methods use), and the iterator methods
-  (``iter_keys``, ``sscan_iter``) stop cleanly instead of raising mid-loop.
-* **Logging.** With ``IGNORE_EXCEPTIONS`` the first ignored error of an outage
-  is logged once, and its end once; django-redis's per-call
-  ``DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS`` logging is replaced by this.
-
-No failover decision is taken here: that is the engine's.
+django-redis turns connection errors into ``ConnectionInterrupted`` (which
+``IGNORE_EXCEPTIONS`` swallows) in some methods only: ``ttl``, ``expire``,
+``touch`` and the set/hash/sorted-set helpers raise raw ``redis`` errors. This
+client gives every method that talks to Redis the same policy (iterators stop
+cleanly instead of raising mid-loop), and logs an outage of ignored errors
+once instead of once per call (django-redis's ``DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS``).
 """
 
 from __future__ import annotations
@@ -131,8 +120,7 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
         self._geo_depth = 0
         # The Sentinel client's LOCATION hook: one server, the engine.
         # CONNECTION_FACTORY and REDIS_CLIENT_CLASS were checked with the settings (E008, E009).
-        super().__init__([f"{URL_SCHEME}{binding.settings.engine_name}"], params, backend)
-        self.connection_factory.bind(binding)
+        super().__init__([f"{URL_SCHEME}{binding.settings.config.name}"], params, backend)
 
     # -- one server, the engine's -------------------------------------------------------
 
@@ -142,6 +130,7 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
     def get_client(self, write: bool = True, tried: list[int] | None = None) -> FailoverRedis:
         client: FailoverRedis | None = self._clients[0]
         if client is None or client.geofailover.closed:
+            self._geo_binding.engine()  # live, and relaying to the signals, for the factory to find
             client = self._clients[0] = self.connect(0)
         return client
 

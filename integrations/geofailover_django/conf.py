@@ -59,6 +59,7 @@ CLASS_OPTIONS = (
     ("CONNECTION_FACTORY", FACTORY_PATH, FACTORY_PATH, "E008"),
     ("CONNECTION_POOL_CLASS", POOL_PATH, "geofailover_core.pool.FailoverPoolMixin", "E009"),
     ("REDIS_CLIENT_CLASS", REDIS_CLIENT_PATH, REDIS_CLIENT_PATH, "E009"),
+    ("PARSER_CLASS", "redis.connection.DefaultParser", "builtins.object", "E009"),
 )
 #: django-redis timeouts that are engine options here (they apply to probes too).
 TIMEOUT_OPTIONS = (("SOCKET_TIMEOUT", "socket_timeout"), ("SOCKET_CONNECT_TIMEOUT", "socket_connect_timeout"))
@@ -71,10 +72,6 @@ class CacheSettings:
     alias: str | None
     config: FailoverConfig
     client_class: type[Any]  # the other classes and kwargs django-redis reads from OPTIONS itself
-
-    @property
-    def engine_name(self) -> str:
-        return self.config.name
 
 
 def problem(check: str, msg: str, hint: str, at: str | None = None) -> CheckMessage:
@@ -228,11 +225,6 @@ def parse(alias: str | None, location: Any, params: Mapping[str, Any]) -> tuple[
     problems += _kwargs_problems(at, dicts["CONNECTION_POOL_KWARGS"], dicts["REDIS_CLIENT_KWARGS"])
     classes = [_import_class(at, options, *spec) for spec in CLASS_OPTIONS]
     problems += [c for c in classes if isinstance(c, CheckMessage)]
-    if "PARSER_CLASS" in options:
-        try:
-            import_string(options["PARSER_CLASS"])
-        except ImportError as exc:
-            problems.append(problem("E009", f"{at}['OPTIONS']['PARSER_CLASS'] cannot be imported ({exc})", "fix the dotted path or remove the option"))
     config = _config(alias, location, dicts[GEOFAILOVER_KEY], options, problems)
     if config is not None and len(config.endpoints) == 1:
         problems.append(problem("W002", f"{at} has a single endpoint, so there is nothing to fail over to", "add the other regions' URLs to LOCATION"))

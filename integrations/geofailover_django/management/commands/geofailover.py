@@ -3,28 +3,18 @@
 A thin shell over :func:`geofailover_core.cli.main`: it picks the engines of
 the chosen caches (``--cache ALIAS``, repeatable; default every geofailover
 cache) and forwards everything else unchanged, so the subcommands, their
-output and their exit codes are the core CLI's::
+output and their exit codes are the core CLI's.
 
-    manage.py geofailover status [--json] [--watch]
-    manage.py geofailover failover --to NAME [--for DURATION] [--reason TEXT] [--force]
-    manage.py geofailover failback
-    manage.py geofailover pin NAME [--for DURATION]
-    manage.py geofailover unpin
-    manage.py geofailover check [--json]
-    manage.py geofailover --cache sessions status
+The CLI makes the engines that have not served in this process observers
+while it runs, so the command's own probes never fire the project's signal
+receivers. System checks are not run first: ``status`` must work on a
+project whose checks fail.
 
-Actions go through the control plane, so they move every process of the
-fleet (web workers, other hosts), not just this short-lived one; the CLI
-makes engines that have not served in this process observers while it runs,
-so the command's own probes never fire the project's signal receivers.
-System checks are not run first, so ``status`` works on a project whose
-checks fail.
-
-Exit codes: 0 ok, 1 degraded or stragglers, 2 error. A non-zero code is
-raised as ``SystemExit(code)`` once the CLI has printed its verdict (like
-``makemigrations --check``), so ``call_command("geofailover", ...)`` raises
-``SystemExit`` too; a mistake found before the CLI runs (unknown ``--cache``,
-a misconfigured cache, no subcommand) is a ``CommandError`` (returncode 2).
+A non-zero exit code is raised as ``SystemExit(code)`` once the CLI has
+printed its verdict (like ``makemigrations --check``), so
+``call_command("geofailover", ...)`` raises ``SystemExit`` too; a mistake
+found before the CLI runs (unknown ``--cache``, a misconfigured cache, no
+subcommand) is a ``CommandError`` (returncode 2).
 """
 
 from __future__ import annotations
@@ -49,14 +39,13 @@ _DJANGO_FLAGS = frozenset({"--traceback", "--no-color", "--force-color", "--skip
 _DJANGO_VALUED = frozenset({"--settings", "--pythonpath", "--verbosity", "--cache"})
 _DJANGO_VALUED_BEFORE = frozenset({"-v"})
 
-def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Split ``argv`` into (ours, forwarded).
 
-    Everything before the subcommand is ours (``--cache``, Django's options,
-    ``--help``); from the subcommand on, everything is forwarded to the core
-    CLI except ``--cache`` and Django's own options, which are ours wherever
-    they appear, so ``manage.py geofailover status --cache default --json``
-    works as typed.
+def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``argv`` into (ours, forwarded to the core CLI).
+
+    Everything before the subcommand is ours; after it, only ``--cache`` and
+    Django's own options are, so ``manage.py geofailover status --cache
+    default --json`` works as typed.
     """
     ours: list[str] = []
     forwarded: list[str] = []
