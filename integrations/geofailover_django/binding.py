@@ -111,9 +111,6 @@ class CacheBinding:
             count, self.ignored = self.ignored, 0
         logger.info("geofailover cache %r: Redis commands succeed again after %d ignored error(s)", self.label, count)
 
-    def __repr__(self) -> str:
-        return f"<CacheBinding alias={self.alias!r} engine={self.settings.config.name!r}>"
-
 
 def binding_for(sender: type[Any], alias: str | None, location: Any, params: Any) -> CacheBinding:
     """The binding of a backend built from these settings (raises ImproperlyConfigured).

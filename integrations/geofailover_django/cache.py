@@ -63,10 +63,8 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            binding = self.geofailover_binding()
-            client_cls = binding.settings.client_class
-            self._client = client_cls(self._server, self._params, self)
+        if self._client is None:  # the project's CLIENT_CLASS, checked with the settings
+            self._client = self.geofailover_binding().settings.client_class(self._server, self._params, self)
         return self._client
 
     def close(self, **kwargs: Any) -> None:

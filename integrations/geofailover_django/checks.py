@@ -1,11 +1,9 @@
 """System checks: ``manage.py check`` validates every geofailover cache.
 
-The findings are :func:`geofailover_django.conf.parse`'s, so a setting is
-judged with the same words here and at first use; the ids are listed in
-docs/django.md. The checks are registered when this module is imported: by
-``AppConfig.ready()`` when the app is installed, and by the cache backend
-module otherwise (so a project that uses the backend without the app still
-gets them whenever the backend was imported first).
+The findings are :func:`geofailover_django.conf.parse`'s (ids listed in
+docs/django.md). The checks are registered when this module is imported: by
+``AppConfig.ready()``, and by the cache backend module, so a project that uses
+the backend without the app still gets them once the backend was imported.
 """
 
 from __future__ import annotations
@@ -28,10 +26,8 @@ def check_geofailover_caches(app_configs: Sequence[AppConfig] | None = None, **k
     messages: list[checks.CheckMessage] = []
     seen: dict[str, tuple[str, tuple[Any, ...]]] = {}
     for alias in geofailover_aliases():
-        entry = dict(settings.CACHES[alias])
-        location = entry.pop("LOCATION", "")
-        entry.pop("BACKEND", None)
-        parsed, problems = parse(alias, location, entry)
+        entry = settings.CACHES[alias]
+        parsed, problems = parse(alias, entry.get("LOCATION", ""), {k: v for k, v in entry.items() if k not in ("BACKEND", "LOCATION")})
         messages += problems
         if parsed is None:
             continue

@@ -46,12 +46,10 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 
 #: DefaultClient methods that never talk to Redis (key building, encoding,
 #: client bookkeeping): left unwrapped.
-NO_IO = frozenset(
-    {
-        "make_key", "make_pattern", "encode", "decode", "get_client", "get_client_with_index", "connect",
-        "disconnect", "get_next_client_index", "close", "do_close_clients", "reverse_key",
-    }
-)
+NO_IO = frozenset({
+    "make_key", "make_pattern", "encode", "decode", "get_client", "get_client_with_index", "connect",
+    "disconnect", "get_next_client_index", "close", "do_close_clients", "reverse_key",
+})
 
 
 def _wrap(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -115,12 +113,11 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
                 "GeoFailoverClient needs the geofailover cache backend: set BACKEND to "
                 "'geofailover_django.cache.GeoFailoverCache' (or a subclass)"
             )
-        binding: CacheBinding = binding_of()
-        self._geo_binding = binding
+        self._geo_binding: CacheBinding = binding_of()
         self._geo_depth = 0
         # The Sentinel client's LOCATION hook: one server, the engine.
         # CONNECTION_FACTORY and REDIS_CLIENT_CLASS were checked with the settings (E008, E009).
-        super().__init__([f"{URL_SCHEME}{binding.settings.config.name}"], params, backend)
+        super().__init__([f"{URL_SCHEME}{self._geo_binding.settings.config.name}"], params, backend)
 
     # -- one server, the engine's -------------------------------------------------------
 

@@ -1,18 +1,12 @@
 """Turn one ``CACHES`` entry into a validated core configuration.
 
-The cache backend, the system checks and the management command all call
-:func:`parse`, so a setting is interpreted in one way and a mistake is
-reported with the same words by ``manage.py check`` and at first use. The
-endpoints and engine options are read by the core's adapter loader
-(:mod:`geofailover_core.adapters`); what is left here is django-redis's own
-``OPTIONS`` and the check ids.
-
-Nothing here raises for a bad setting: :func:`parse` returns system-check
-messages, because Django's own cache checks build every
-backend while ``manage.py check`` runs, and an exception there would hide our
-checks behind a traceback. :func:`require` raises ``ImproperlyConfigured``.
-Several LOCATIONs are failover members, never django-redis's primary and
-replicas: exactly one endpoint serves at a time.
+The backend, the system checks and the management command all call
+:func:`parse`, so a setting is judged in one way, with the same words by
+``manage.py check`` and at first use. Endpoints and engine options are read
+by :mod:`geofailover_core.adapters`; what is left here is django-redis's own
+``OPTIONS`` and the check ids. :func:`parse` never raises for a bad setting:
+Django's own cache checks build every backend during ``manage.py check``, and
+an exception there would hide our findings behind a traceback.
 """
 
 from __future__ import annotations
@@ -85,10 +79,9 @@ def where(alias: str | None) -> str:
 
 
 def default_engine_name(alias: str | None) -> str:
-    """``django.<alias>``: namespaced so that a Celery or Flask configuration
-    named ``default`` in the same process is not taken for this cache's. Every
-    process with these settings derives the same name, which is what ties them
-    into one fleet for ``manage.py geofailover``."""
+    """``django.<alias>``: not taken for a Celery or Flask configuration named
+    ``default`` in the same process; every process with these settings derives
+    it, which ties them into one fleet for ``manage.py geofailover``."""
     return f"django.{alias}" if alias is not None else "django"
 
 

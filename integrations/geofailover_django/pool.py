@@ -26,7 +26,7 @@ URL_SCHEME = "geofailover://"
 class GeoFailoverConnectionFactory(ConnectionFactory):  # type: ignore[misc]
     """Pools are process-global, keyed by engine and pool options, like
     django-redis's own ``_pools``: Django builds a client per thread and they
-    must all share one pool. A pool whose engine was closed is replaced."""
+    must all share one pool, until its engine is closed."""
 
     _geo_pools: dict[tuple[str, type[Any], str], FailoverPoolMixin] = {}
     _geo_lock = threading.Lock()
@@ -61,19 +61,15 @@ class GeoFailoverConnectionFactory(ConnectionFactory):  # type: ignore[misc]
             pool = self._geo_pools.get(key)
             if pool is None or pool.engine is not engine:
                 pool = self._geo_pools[key] = self.pool_cls(engine, **kwargs)
+                engine.add_close_hook(lambda _: self._forget(key))  # the engine closes its pools
             return pool
+
+    @classmethod
+    def _forget(cls, key: tuple[str, type[Any], str]) -> None:
+        cls._geo_pools.pop(key, None)
 
     def disconnect(self, connection: Any) -> None:
         """Close idle connections only: the pool is shared by every thread,
         and closing another thread's in-use socket would break its command
         (django-redis's default ``disconnect()`` closes those too)."""
         connection.connection_pool.disconnect(inuse_connections=False)
-
-    @classmethod
-    def forget_pools(cls) -> None:
-        """Drop cached pools (tests; after engines were closed)."""
-        with cls._geo_lock:
-            pools = list(cls._geo_pools.values())
-            cls._geo_pools.clear()
-        for pool in pools:
-            pool.disconnect()  # type: ignore[attr-defined]

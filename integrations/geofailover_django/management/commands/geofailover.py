@@ -81,9 +81,8 @@ class _ForwardingParser(CommandParser):
 
 class Command(BaseCommand):
     help = (
-        "Show and control geographic failover of the geofailover caches across the whole fleet. "
-        "Subcommands: status [--json] [--watch], failover --to NAME [--for DURATION] [--reason TEXT] [--force], "
-        "failback, pin NAME [--for DURATION], unpin, check [--json]. Run a subcommand with --help for its options."
+        "Fleet-wide geographic failover of the geofailover caches. Subcommands: status, failover, failback, "
+        "pin, unpin, check (each with --help)."
     )
     # status must work on a project whose checks fail (that may be why you are here).
     requires_system_checks: list[str] = []  # type: ignore[assignment]
@@ -109,17 +108,12 @@ class Command(BaseCommand):
                 argv.append("--color=never")
             elif options.get("force_color"):
                 argv.append("--color=always")
-        code = cli.main(argv, engines=engines, stdout=self._stream(), prog="manage.py geofailover")
+        self.stdout.ending = ""  # the core CLI writes whole lines itself
+        code = cli.main(argv, engines=engines, stdout=cast(TextIO, self.stdout), prog="manage.py geofailover")
         if code:
             # The CLI has printed its verdict: only the exit code is left to
             # give (a CommandError would add a "CommandError: ..." line).
             raise SystemExit(code)
-
-    def _stream(self) -> TextIO:
-        # The core CLI writes whole lines itself; Django's OutputWrapper would
-        # add a newline to every partial write.
-        out = getattr(self.stdout, "_out", None)
-        return cast(TextIO, out if out is not None else self.stdout)
 
     def _engines(self, wanted: list[str] | None) -> list[FailoverEngine]:
         known = geofailover_aliases()
