@@ -176,7 +176,7 @@ def test_commands_fire_no_signals_in_the_command_process(two: list[RedisServer])
             registry.close_all()  # each command runs in a process of its own: a fresh, idle engine
             app = new_app(two)
             GeoFailover().init_app(app)
-            for signal in (signals.failover, signals.all_down):
+            for signal in (signals.failover, signals.failback, signals.all_down):
                 signal.connect(receiver, app, weak=False)
             engine = app.extensions["geofailover"]["default"].engine
             result = app.test_cli_runner().invoke(args=["geofailover", *args])
@@ -184,12 +184,13 @@ def test_commands_fire_no_signals_in_the_command_process(two: list[RedisServer])
             assert engine.active == "b"  # the command's probes did move this process's engine
             assert engine.events.flush(5)
             assert heard == [], f"{args[0]}: receivers ran in the command process: {heard}"
-            # The same receivers do hear this process's own switches once the command is over.
+            # The same receivers do hear this process's own switches once the command is over
+            # (back to the higher-priority a: a failback).
             engine.failover_to("a", force=True)
-            wait_until(lambda: "failover" in heard, timeout=5, message="the receiver is not connected")
+            wait_until(lambda: "failback" in heard, timeout=5, message="the receiver is not connected")
             heard.clear()
     finally:
-        for signal in (signals.failover, signals.all_down):
+        for signal in (signals.failover, signals.failback, signals.all_down):
             signal.disconnect(receiver)
 
 
