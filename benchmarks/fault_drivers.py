@@ -27,6 +27,7 @@ write, without asking the client.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import itertools
 import json
 import logging
@@ -147,7 +148,9 @@ class Core(Surface):
         from geofailover_core import FailoverRedis
 
         self.key = spec["key"]
-        self.client = FailoverRedis.from_url(endpoint_url(spec), name=f"fm-{spec['run']}", retry_on_failover=self.policy)
+        self.client = FailoverRedis.from_url(
+            endpoint_url(spec), name=f"fm-{spec['run']}", retry_on_failover=self.policy, **spec.get("engine_options", {})
+        )
         self.recorder = EngineEvents()
         self.client.geofailover.on("*", self.recorder)
 
@@ -227,7 +230,7 @@ class Django(Surface):
         caches = {"default": {
             "BACKEND": "geofailover_django.cache.GeoFailoverCache",
             "LOCATION": location,
-            "OPTIONS": {"IGNORE_EXCEPTIONS": False},  # the caller must see what failed
+            "OPTIONS": {"IGNORE_EXCEPTIONS": False, "GEOFAILOVER": spec.get("engine_options", {})},  # the caller must see what failed
         }}  # fmt: skip
         self.override = override_settings(CACHES=caches)
         self.override.enable()
@@ -272,7 +275,7 @@ class Flask(Surface):
             TESTING=True,
             SECRET_KEY="fault-matrix-only",
             GEOFAILOVER_URL=endpoint_url(spec),
-            GEOFAILOVER_OPTIONS={},
+            GEOFAILOVER_OPTIONS=spec.get("engine_options", {}),
             CACHE_TYPE="geofailover_flask.cache.GeoFailoverCache",
             SESSION_TYPE="redis",
         )
@@ -303,7 +306,6 @@ CELERY_APP = '''
 """Celery app of the fault matrix (written by benchmarks/fault_drivers.py)."""
 import json
 import os
-import time
 
 import redis
 from celery import Celery
@@ -311,6 +313,7 @@ from celery import Celery
 import geofailover_celery  # noqa: F401 - the geofailover:// scheme
 
 app = Celery("fmapp")
+_opts = json.loads(os.environ.get("FM_ENGINE_OPTIONS", "{}"))
 app.conf.update(
     broker_url=os.environ["FM_BROKER"],
     result_backend=os.environ["FM_BACKEND"],
@@ -318,8 +321,9 @@ app.conf.update(
         "visibility_timeout": 5,  # a message a dead region's worker had taken comes back after this long
         "unacked_restore_interval": 1,
         "unacked_restore_throttle": 1,
-        "geofailover": {"drain_interval": 0.5},
+        "geofailover": {**_opts, "drain_interval": 0.5},
     },
+    result_backend_transport_options={"geofailover": dict(_opts)},
     result_backend_always_retry=True,
     broker_connection_retry_on_startup=True,
     worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -357,7 +361,7 @@ class Celery(Surface):
 
         broker = endpoint_url({"endpoints": [dict(ep, url=ep["url"].rsplit("/", 1)[0] + "/0") for ep in spec["endpoints"]]}, "geofailover")
         backend = endpoint_url({"endpoints": [dict(ep, url=ep["url"].rsplit("/", 1)[0] + "/1") for ep in spec["endpoints"]]}, "geofailover")
-        os.environ.update(FM_BROKER=broker, FM_BACKEND=backend, FM_LEDGER=spec["ledger"])
+        os.environ.update(FM_BROKER=broker, FM_BACKEND=backend, FM_LEDGER=spec["ledger"], FM_ENGINE_OPTIONS=json.dumps(spec.get("engine_options", {})))
         self.ledger = redis.Redis.from_url(spec["ledger"])
         self.ledger.delete("ran")
         self.log_path = Path(spec["logdir"]) / f"celery-worker-{spec['run']}.log"
@@ -401,15 +405,21 @@ class Celery(Surface):
         while not set(ran()) >= set(acked) and time.monotonic() < deadline:
             time.sleep(0.1)
         runs = ran()
-        fetched = 0
-        wrong = 0
-        for i in acked:
-            try:
-                value = self.results[i].get(timeout=max(0.2, deadline - time.monotonic()), propagate=True)
-            except Exception:  # noqa: BLE001 - counted: a result that cannot be fetched
-                continue
-            fetched += 1
-            wrong += value != i
+        # Results: poll each task's state (one GET each, with the backend's fallback reads) until
+        # every one is final or the deadline passes; AsyncResult.get() would wait its polling
+        # interval (1 s) for every missing result.
+        pending = set(acked)
+        results_deadline = time.monotonic() + float(spec.get("results_timeout", 15.0))
+        while pending and time.monotonic() < results_deadline:
+            pending = {i for i in pending if not self.results[i].ready()}
+            if pending:
+                time.sleep(0.2)
+        fetched = wrong = 0
+        for i in sorted(set(acked) - pending):
+            if self.results[i].successful() and self.results[i].get(timeout=5) == i:
+                fetched += 1
+            else:
+                wrong += 1  # final but not our value: e.g. FAILURE stored because storing SUCCESS failed
         return {
             "sent_acked": len(acked),
             "ran_distinct": len(set(runs) & set(acked)),
@@ -419,6 +429,7 @@ class Celery(Surface):
             "lost": sorted(set(acked) - set(runs)),
             "results_fetched": fetched,
             "results_wrong": wrong,
+            "results_missing": sorted(pending),
         }
 
     def close(self) -> None:
@@ -455,6 +466,7 @@ def serve(name: str) -> None:
     os.dup2(2, 1)  # anything a library prints goes to the log, never into the protocol
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=f"%(relativeCreated)8.0f {name} %(name)s %(levelname)s %(message)s")
     warnings.filterwarnings("ignore", message=r".*is an experimental", category=UserWarning)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 <pid>: every thread's stack into the log
     surface = SURFACES[name]()
     loop: Loop | None = None
     spec: dict[str, Any] = {}

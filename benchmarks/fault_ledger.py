@@ -92,16 +92,16 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def timings(records: list[Record], t_fault: float, t_heal: float, t_end: float) -> dict[str, Any]:
     """Serving again, errors by type, and call latency inside the fault window.
 
-    *Serving again*: the end of the first successful call after the last failed
-    call of the observed window (or, when no call failed, of the first
-    successful call that ended after the fault), measured from the fault. So a
-    lucky success between two errors does not count, and a call blocked by the
-    fault counts until it returns. ``None`` when the window ends on a failure.
+    *Serving again*: the end of the first successful call that started once the
+    fault was in effect and ended after the last failed call of the observed
+    window, measured from the fault. So a lucky success between two errors
+    does not count, and neither does a call that slipped through before the
+    fault bit. ``None`` when the window ends on a failure.
     """
     after = [r for r in records if r[1] > t_fault and r[0] <= t_end]
     errors = Counter(str(r[3]) for r in after if r[3] is not None)
     last_fail = max((r[1] for r in after if r[3] is not None), default=None)
-    ok_after = [r for r in after if r[3] is None and (last_fail is None or r[1] > last_fail)]
+    ok_after = [r for r in after if r[3] is None and r[0] >= t_fault and (last_fail is None or r[1] > last_fail)]
     serving = (min(r[1] for r in ok_after) - t_fault) if ok_after else None
     window_end = max(t_heal, t_fault + serving) if serving is not None else t_end
     lat = sorted((r[1] - r[0]) * 1000 for r in records if r[1] >= t_fault and r[0] <= window_end)

@@ -48,7 +48,7 @@ import redis  # noqa: E402
 from fault_ledger import Incarnation, account_incr, summarize, timings, traffic_switches  # noqa: E402
 
 from geofailover_core.defaults import DEFAULTS  # noqa: E402
-from geofailover_core.testing import FaultProxy, IptablesFaults, RedisServer, find_redis_server  # noqa: E402
+from geofailover_core.testing import FakeRestServer, FaultProxy, IptablesFaults, RedisServer, find_redis_server  # noqa: E402
 from geofailover_core.testing.ports import pick_free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -177,11 +177,13 @@ class Run:
     b: RedisServer = field(init=False)
     proxy: FaultProxy | None = None
     iptables: IptablesFaults | None = None
+    rest: FakeRestServer | None = None  # the Redis Software availability API (lag-gated failback)
+    bdb_a: Any = None  # a's database in that API
     incarnations: list[Incarnation] = field(default_factory=list)
     finals: dict[str, dict[str, int | None]] = field(default_factory=dict)
     t_fault: float = 0.0
     t_heal: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    destroyed_tasks: set[int] = field(default_factory=set)  # Celery tasks whose message an empty restart wiped
 
     def __post_init__(self) -> None:
         self.a = RedisServer(self.binary, extra_args=DURABLE, name="a")
@@ -192,6 +194,10 @@ class Run:
 
     def hold(self, full: float, short: float) -> float:
         return full if self.settings.slow_clients else short
+
+    def injected(self) -> None:
+        """The fault is in effect from now on (the signal was delivered, the rule installed)."""
+        self.t_fault = time.monotonic()
 
     def until(self, seconds_after_fault: float) -> None:
         delay = self.t_fault + seconds_after_fault - time.monotonic()
@@ -221,6 +227,7 @@ class Run:
         side = self.side_server(server).start()
         try:
             self.finals[old.name] = self.read_counters(side)
+            self.destroyed_tasks |= queued_tasks(side)
         finally:
             side.close()
         shutil.rmtree(server.dir / "appendonlydir", ignore_errors=True)
@@ -280,6 +287,9 @@ class Run:
         if self.iptables is not None:
             with contextlib.suppress(Exception):
                 self.iptables.heal()
+        if self.rest is not None:
+            with contextlib.suppress(Exception):
+                self.rest.close()
         for server in (self.a, self.b):
             server.close()
 
@@ -299,16 +309,26 @@ class Fault:
     setup: Callable[[Run], None] | None = None
     restore: Callable[[Run], None] | None = None
     tail: float | None = None  # observed after the heal (default Settings.tail)
+    engine_options: Callable[[Run], dict[str, Any]] | None = None  # for the geofailover surfaces of this row
+
+
+def queued_tasks(server: RedisServer) -> set[int]:
+    """Numbers of the Celery tasks whose message sits in ``server``'s queue or unacked hash (broker db 0)."""
+    with server.client(socket_timeout=10.0) as c:
+        raw = c.lrange("celery", 0, -1) + list(c.hvals("unacked"))
+    return {int(m) for blob in raw for m in re.findall(rb'"argsrepr": "\((\d+),\)"', blob)}
 
 
 def _kill(run: Run) -> None:
     run.a.kill()
+    run.injected()
     run.until(run.hold(8.0, 3.0))
     run.a.restart()  # from its AOF
 
 
 def _freeze(run: Run) -> None:
     run.a.freeze()
+    run.injected()
     run.until(run.hold(11.0, 3.0))
     run.a.thaw()
 
@@ -319,6 +339,7 @@ def _blackhole(run: Run) -> None:
     else:
         assert run.proxy is not None
         run.proxy.blackhole()
+    run.injected()
     run.until(run.hold(11.0, 3.0))
     if run.iptables is not None:
         run.iptables.heal()
@@ -330,6 +351,7 @@ def _blackhole(run: Run) -> None:
 def _reset(run: Run) -> None:
     assert run.proxy is not None
     run.proxy.reset()
+    run.injected()
     run.until(run.hold(4.0, 3.0))
     run.proxy.heal()
 
@@ -337,12 +359,14 @@ def _reset(run: Run) -> None:
 def _latency(run: Run) -> None:
     assert run.proxy is not None
     run.proxy.delay(100)  # per direction: +200 ms per round trip
+    run.injected()
     run.until(4.0)
     run.proxy.delay(0)
 
 
 def _restart_empty(run: Run) -> None:
     run.a.kill()
+    run.injected()
     run.wipe_and_restart(run.a)
 
 
@@ -350,6 +374,8 @@ def _flapping(run: Run) -> None:
     for k in range(8):  # down 2 s / up 2 s for 30 s
         run.until(4.0 * k)
         run.a.kill()
+        if k == 0:
+            run.injected()
         run.until(4.0 * k + 2.0)
         run.a.restart()
         if 4.0 * k + 4.0 > 30.0:
@@ -359,6 +385,7 @@ def _flapping(run: Run) -> None:
 def _all_down(run: Run) -> None:
     run.a.kill()
     run.b.kill()
+    run.injected()
     run.until(5.0)
     run.b.restart()  # the lower-weight region comes back first
     run.until(7.0)
@@ -369,6 +396,7 @@ def _readonly(run: Run) -> None:
     dead = pick_free_port("127.0.0.1")
     with run.control(run.a) as c:
         c.execute_command("REPLICAOF", "127.0.0.1", dead)  # a replica of nothing: keeps its data, answers READONLY
+    run.injected()
     run.until(run.hold(6.0, 4.0))
     with run.control(run.a) as c:
         c.execute_command("REPLICAOF", "NO", "ONE")
@@ -383,6 +411,7 @@ def _loading(run: Run) -> None:
     with run.control(run.a) as c:
         c.config_set("loading-process-events-interval-bytes", 1024)  # answer -LOADING while loading
         c.config_set("key-load-delay", 100)  # µs per key: ~2 s for 20 000 keys
+        run.injected()
         c.execute_command("DEBUG", "RELOAD")  # blocks until a has loaded its dataset again
 
 
@@ -391,10 +420,37 @@ def _loading_restore(run: Run) -> None:
         c.config_set("key-load-delay", 0)
 
 
+REST_CHECK = "geofailover_core.checks.RestAvailabilityHealthCheck"
+
+
+def _lagging_setup(run: Run) -> None:
+    run.rest = FakeRestServer()
+    run.rest.start()
+    run.bdb_a = run.rest.add_bdb_for(run.a)
+    run.rest.add_bdb_for(run.b)
+
+
+def _lag_check(run: Run) -> dict[str, Any]:
+    """The lag-aware availability check (failback_only: it gates the return of traffic), found by host and port."""
+    assert run.rest is not None
+    return {"health_checks": [{"class": REST_CHECK, **run.rest.check_options()}]}
+
+
+def _lagging(run: Run) -> None:
+    run.a.kill()
+    run.injected()
+    run.until(2.0)
+    run.bdb_a.lag_ms = 500  # a comes back behind: its replication lag is 500 ms
+    run.a.restart()
+    run.until(2.0 + float(DEFAULTS["failback_grace_period"]) + 4.0)  # past the grace period: traffic must stay on b
+    run.bdb_a.lag_ms = 0  # caught up: now traffic may return
+
+
 def _oom(run: Run) -> None:
     with run.control(run.a) as c:
         c.config_set("maxmemory-policy", "noeviction")
         c.config_set("maxmemory", 1)
+    run.injected()
     run.until(4.0)
     with run.control(run.a) as c:
         c.config_set("maxmemory", 0)
@@ -421,6 +477,13 @@ FAULTS: dict[str, Fault] = {
             _loading, setup=_loading_setup, restore=_loading_restore,
         ),
         Fault("oom", "OOM", "`CONFIG SET maxmemory 1` with `noeviction` on a for 4 s: writes get OOM", _oom),
+        Fault(
+            "lagging", "lagging member at failback",
+            "`kill -9` of a, restarted after 2 s with a 500 ms replication lag reported by the (fake) Redis Software REST API "
+            "for 14 s (past the 10 s grace period), then caught up; geofailover surfaces use the lag-aware availability check "
+            "(MultiDBClient columns run without a lag check)",
+            _lagging, setup=_lagging_setup, engine_options=_lag_check, tail=5.0,
+        ),
     )
 }
 
@@ -434,33 +497,48 @@ def run_once(fault: Fault, rep: int, reps: int, s: Settings, binary: Any, workdi
     run = Run(fault, rep, s, binary, workdir, ledger_url)
     run_id = f"{fault.key}-{rep}-{os.getpid()}"
     load_before = os.getloadavg()
+    phases: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name] = round(now - mark, 2)
+        mark = now
+
     try:
         run.start()
         endpoints = run.endpoints()
+        engine_options = fault.engine_options(run) if fault.engine_options is not None else {}
         broadcast(drivers, lambda d: {
             "cmd": "start", "run": run_id.replace("-", "_"), "endpoints": endpoints, "key": INCR_KEYS.get(d.surface, ""),
-            "warmup": s.warmup, "ledger": ledger_url, "logdir": str(workdir),
+            "warmup": s.warmup, "ledger": ledger_url, "logdir": str(workdir), "engine_options": engine_options,
         })  # fmt: skip
+        phase("start")
         # Spread the fault over the clients' 1 s probe cycle: run i of n at (i + 0.5) / n s.
         time.sleep((rep + 0.5) / reps * float(DEFAULTS["health_check_interval"]))
-        run.t_fault = time.monotonic()
-        fault.script(run)
+        fault.script(run)  # sets run.t_fault once the fault is in effect
         run.t_heal = time.monotonic()
         time.sleep(fault.tail if fault.tail is not None else s.tail)
         t_end = time.monotonic()
+        phase("fault")
         stopped = broadcast(drivers, {"cmd": "stop"})
+        phase("stop")
         run.restore()
         run.account()
+        phase("restore")
         celery_account = {}
         if any(d.surface == "celery" for d in drivers):
             celery = next(d for d in drivers if d.surface == "celery")
             celery_account = celery.ask({"cmd": "account", "drain_timeout": 30.0}, timeout=120)
+        phase("account")
         broadcast(drivers, {"cmd": "close"})
+        phase("close")
     finally:
         run.close()
     out: dict[str, Any] = {
         "rep": rep, "t_fault": run.t_fault, "t_heal": run.t_heal, "t_end": t_end, "heal_s": round(run.t_heal - run.t_fault, 3),
-        "load_before": load_before, "load_after": os.getloadavg(), "netns": NETNS, "surfaces": {},
+        "load_before": load_before, "load_after": os.getloadavg(), "netns": NETNS, "phases_s": phases, "surfaces": {},
     }  # fmt: skip
     for d in drivers:
         records = stopped[d.surface]["records"]
@@ -470,7 +548,11 @@ def run_once(fault: Fault, rep: int, reps: int, s: Settings, binary: Any, workdi
             cell["accounting"] = account_incr(records, run.incarnations, finals)
             switches = traffic_switches(records, run.incarnations)
         else:
-            cell["accounting"] = celery_account
+            cell["accounting"] = dict(celery_account)
+            if celery_account:
+                destroyed = sorted(set(celery_account["lost"]) & run.destroyed_tasks)
+                cell["accounting"]["lost"] = sorted(set(celery_account["lost"]) - run.destroyed_tasks)
+                cell["accounting"]["destroyed_by_fault"] = destroyed
             switches = [(t, "", to or "-") for t, kind, to in stopped[d.surface]["events"] if kind in ("failover", "failback")]
         cell["switches"] = [list(x) for x in switches]
         out["surfaces"][d.surface] = cell
@@ -484,7 +566,7 @@ def failures(cell: dict[str, Any], surface: str) -> list[str]:
     if surface == "celery":
         if acc.get("lost"):
             problems.append(f"{len(acc['lost'])} acknowledged task(s) never ran: {acc['lost'][:10]}")
-        if acc.get("results_fetched", 0) < acc.get("sent_acked", 0) or acc.get("results_wrong"):
+        if acc.get("results_fetched", 0) < acc.get("sent_acked", 0) - len(acc.get("destroyed_by_fault", [])) or acc.get("results_wrong"):
             problems.append(f"results: {acc.get('results_fetched')} of {acc.get('sent_acked')} fetched, {acc.get('results_wrong')} wrong")
     else:
         if acc.get("lost"):
@@ -762,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
                 for rep in range(reps):
                     r = run_once(fault, rep, reps, s, binary, workdir, ledger_url, drivers)
                     runs.append(r)
-                    progress(f"[{fault_key} {rep + 1}/{reps}] heal after {r['heal_s']:.1f} s, load {r['load_before'][0]:.1f}: " + "; ".join(
+                    progress(f"[{fault_key} {rep + 1}/{reps}] heal after {r['heal_s']:.1f} s, load {r['load_before'][0]:.1f}, phases {r['phases_s']}: " + "; ".join(
                         f"{c} {fmt_s(cell['serving_s'])}/{cell['errors']}e/{len(cell['switches'])}sw"
                         + (f"/LOST {cell['accounting'].get('lost')}" if cell["accounting"].get("lost") else "")
                         for c, cell in r["surfaces"].items()
