@@ -402,13 +402,17 @@ class Celery(Surface):
         def ran() -> list[int]:
             return [int(x) for x in self.ledger.lrange("ran", 0, -1)]
 
+        worker_alive = True
         while not set(ran()) >= set(acked) and time.monotonic() < deadline:
+            if self.worker is None or self.worker.poll() is not None:
+                worker_alive = False  # nothing will run them any more
+                break
             time.sleep(0.1)
         runs = ran()
         # Results: poll each task's state (one GET each, with the backend's fallback reads) until
         # every one is final or the deadline passes; AsyncResult.get() would wait its polling
         # interval (1 s) for every missing result.
-        pending = set(acked)
+        pending = set(acked) & set(runs)  # a task that never ran has no result to wait for
         results_deadline = time.monotonic() + float(spec.get("results_timeout", 15.0))
         while pending and time.monotonic() < results_deadline:
             pending = {i for i in pending if not self.results[i].ready()}
@@ -430,6 +434,7 @@ class Celery(Surface):
             "results_fetched": fetched,
             "results_wrong": wrong,
             "results_missing": sorted(pending),
+            "worker_alive": worker_alive,
         }
 
     def close(self) -> None:
@@ -443,6 +448,19 @@ class Celery(Surface):
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(5)
         if self.app is not None:
+            # Quiet the result consumer before the engines close, as tests/test_celery_support.quiesce
+            # does: otherwise the AsyncResults dropped below unsubscribe through a closed engine, and
+            # the backend's connection retries (20 x 1 s) stall the next run.
+            consumer = getattr(self.app.app.backend, "result_consumer", None)
+            if consumer is not None:
+                with consumer._locked():
+                    consumer.subscribed_to.clear()
+                    consumer._pending_unsubscribe.clear()
+                    pubsub, consumer._pubsub = consumer._pubsub, None
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+            self.results = {}
             with contextlib.suppress(Exception):
                 self.app.app.close()
             self.app = None
@@ -476,12 +494,14 @@ def serve(name: str) -> None:
         try:
             if msg["cmd"] == "start":
                 spec = msg
+                t0 = time.monotonic()
                 surface.open(spec)
+                t1 = time.monotonic()
                 loop = Loop(surface.call, surface.period)
                 deadline = time.monotonic() + 30
                 while loop.ok < spec["warmup"] and time.monotonic() < deadline:
                     time.sleep(0.005)
-                reply = {"ready": loop.ok >= spec["warmup"]}
+                reply = {"ready": loop.ok >= spec["warmup"], "open_s": round(t1 - t0, 2), "warmup_s": round(time.monotonic() - t1, 2)}
             elif msg["cmd"] == "stop":
                 stopped = loop.stop() if loop is not None else True
                 reply = {"records": loop.records if loop is not None else [], "events": surface.events(), "stopped": stopped}

@@ -510,11 +510,14 @@ def run_once(fault: Fault, rep: int, reps: int, s: Settings, binary: Any, workdi
         run.start()
         endpoints = run.endpoints()
         engine_options = fault.engine_options(run) if fault.engine_options is not None else {}
-        broadcast(drivers, lambda d: {
+        started = broadcast(drivers, lambda d: {
             "cmd": "start", "run": run_id.replace("-", "_"), "endpoints": endpoints, "key": INCR_KEYS.get(d.surface, ""),
             "warmup": s.warmup, "ledger": ledger_url, "logdir": str(workdir), "engine_options": engine_options,
         })  # fmt: skip
         phase("start")
+        for surface, reply in started.items():
+            if not reply["ready"]:
+                raise RuntimeError(f"{surface} did not serve {s.warmup} calls on a within 30 s (log: {workdir}/driver-{surface}.log)")
         # Spread the fault over the clients' 1 s probe cycle: run i of n at (i + 0.5) / n s.
         time.sleep((rep + 0.5) / reps * float(DEFAULTS["health_check_interval"]))
         fault.script(run)  # sets run.t_fault once the fault is in effect
@@ -542,7 +545,7 @@ def run_once(fault: Fault, rep: int, reps: int, s: Settings, binary: Any, workdi
     }  # fmt: skip
     for d in drivers:
         records = stopped[d.surface]["records"]
-        cell: dict[str, Any] = {"records": records, **timings(records, run.t_fault, run.t_heal, t_end)}
+        cell: dict[str, Any] = {"records": records, **timings(records, run.t_fault, run.t_heal, t_end), "start": started[d.surface]}
         if d.surface in INCR_KEYS:
             finals = {name: counters[d.surface] for name, counters in run.finals.items()}
             cell["accounting"] = account_incr(records, run.incarnations, finals)
@@ -565,9 +568,13 @@ def failures(cell: dict[str, Any], surface: str) -> list[str]:
     problems = []
     if surface == "celery":
         if acc.get("lost"):
-            problems.append(f"{len(acc['lost'])} acknowledged task(s) never ran: {acc['lost'][:10]}")
-        if acc.get("results_fetched", 0) < acc.get("sent_acked", 0) - len(acc.get("destroyed_by_fault", [])) or acc.get("results_wrong"):
-            problems.append(f"results: {acc.get('results_fetched')} of {acc.get('sent_acked')} fetched, {acc.get('results_wrong')} wrong")
+            died = "" if acc.get("worker_alive", True) else " (the worker process died during the run: see its log)"
+            problems.append(f"{len(acc['lost'])} acknowledged task(s) never ran{died}: {acc['lost'][:10]}")
+        if acc.get("results_missing") or acc.get("results_wrong"):
+            problems.append(
+                f"results of tasks that ran: {len(acc['results_missing'])} never stored, {acc.get('results_wrong')} stored as a failure "
+                f"(of {acc.get('ran_distinct')})"
+            )
     else:
         if acc.get("lost"):
             problems.append(f"{acc['lost']} acknowledged write(s) lost ({acc['per_endpoint']})")
@@ -607,6 +614,7 @@ def cell_summary(runs: list[dict[str, Any]], surface: str) -> dict[str, Any]:
         "error_types": dict(sum((Counter(e) for e in errors), Counter())),
         "latency": {k: {"median": statistics.median(v), "worst": max(v)} for k, v in lat.items()} if cells else {},
         "switches_runs": [len(c["switches"]) for c in cells],
+        "switch_moments": [[(round(sw[0] - r["t_fault"], 2), sw[2]) for sw in r["surfaces"][surface]["switches"]] for r in runs if surface in r["surfaces"]],
         "lost": lost,
         "dups": dups,
         "unacked_applied": sum(a.get("unacked_applied", 0) for a in acc),
@@ -675,9 +683,20 @@ def render_details(results: dict[str, Any], s: Settings) -> str:
                 )
             lines.append(
                 f"| {FAULTS[fault_key].title} | {SURFACES[c]} | {serving} | {' · '.join(str(e) for e in sm['errors_runs'])}"
-                f"{f' ({types})' if types else ''} | {latency} | {' · '.join(str(x) for x in sm['switches_runs'])} | {accounting} |"
+                f"{f' ({types})' if types else ''} | {latency} | {switch_text(sm)} | {accounting} |"
             )
     return "\n".join(lines)
+
+
+def switch_text(sm: dict[str, Any]) -> str:
+    """Switches per run; for a run with few, when (seconds from the fault) and to which region."""
+    parts = []
+    for moments in sm["switch_moments"]:
+        if 0 < len(moments) <= 3:
+            parts.append(f"{len(moments)} (" + ", ".join(f"→{to} {t:+.1f} s" for t, to in moments) + ")")
+        else:
+            parts.append(str(len(moments)))
+    return " · ".join(parts)
 
 
 def headline(results: dict[str, Any]) -> list[str]:
