@@ -403,7 +403,8 @@ class Celery(Surface):
             return [int(x) for x in self.ledger.lrange("ran", 0, -1)]
 
         worker_alive = True
-        while not set(ran()) >= set(acked) and time.monotonic() < deadline:
+        expected = set(acked) - set(spec.get("destroyed_tasks", []))  # messages the fault itself wiped cannot run
+        while not set(ran()) >= expected and time.monotonic() < deadline:
             if self.worker is None or self.worker.poll() is not None:
                 worker_alive = False  # nothing will run them any more
                 break
@@ -413,17 +414,22 @@ class Celery(Surface):
         # every one is final or the deadline passes; AsyncResult.get() would wait its polling
         # interval (1 s) for every missing result.
         pending = set(acked) & set(runs)  # a task that never ran has no result to wait for
+        wiped = {i for i in pending if self.results[i].id in set(spec.get("wiped_results", []))}
+        pending -= wiped  # stored, then destroyed with the region's data by the fault (an empty restart)
         results_deadline = time.monotonic() + float(spec.get("results_timeout", 15.0))
         while pending and time.monotonic() < results_deadline:
             pending = {i for i in pending if not self.results[i].ready()}
             if pending:
                 time.sleep(0.2)
         fetched = wrong = 0
-        for i in sorted(set(acked) - pending):
+        wrong_states: dict[str, int] = {}
+        for i in sorted(set(acked) & set(runs) - pending - wiped):
             if self.results[i].successful() and self.results[i].get(timeout=5) == i:
                 fetched += 1
             else:
                 wrong += 1  # final but not our value: e.g. FAILURE stored because storing SUCCESS failed
+                state = str(self.results[i].state)
+                wrong_states[state] = wrong_states.get(state, 0) + 1
         return {
             "sent_acked": len(acked),
             "ran_distinct": len(set(runs) & set(acked)),
@@ -433,7 +439,9 @@ class Celery(Surface):
             "lost": sorted(set(acked) - set(runs)),
             "results_fetched": fetched,
             "results_wrong": wrong,
+            "results_wrong_states": wrong_states,
             "results_missing": sorted(pending),
+            "results_wiped_by_fault": len(wiped),
             "worker_alive": worker_alive,
         }
 

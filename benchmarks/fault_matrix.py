@@ -184,6 +184,7 @@ class Run:
     t_fault: float = 0.0
     t_heal: float = 0.0
     destroyed_tasks: set[int] = field(default_factory=set)  # Celery tasks whose message an empty restart wiped
+    destroyed_results: set[str] = field(default_factory=set)  # ids of Celery results it wiped
 
     def __post_init__(self) -> None:
         self.a = RedisServer(self.binary, extra_args=DURABLE, name="a")
@@ -228,6 +229,8 @@ class Run:
         try:
             self.finals[old.name] = self.read_counters(side)
             self.destroyed_tasks |= queued_tasks(side)
+            with side.client(db=1, socket_timeout=10.0, decode_responses=True) as c:
+                self.destroyed_results |= {k.removeprefix("celery-task-meta-") for k in c.scan_iter("celery-task-meta-*", count=1000)}
         finally:
             side.close()
         shutil.rmtree(server.dir / "appendonlydir", ignore_errors=True)
@@ -533,7 +536,8 @@ def run_once(fault: Fault, rep: int, reps: int, s: Settings, binary: Any, workdi
         celery_account = {}
         if any(d.surface == "celery" for d in drivers):
             celery = next(d for d in drivers if d.surface == "celery")
-            celery_account = celery.ask({"cmd": "account", "drain_timeout": 30.0}, timeout=120)
+            celery_account = celery.ask({"cmd": "account", "drain_timeout": 30.0, "wiped_results": sorted(run.destroyed_results),
+                                              "destroyed_tasks": sorted(run.destroyed_tasks)}, timeout=120)
         phase("account")
         broadcast(drivers, {"cmd": "close"})
         phase("close")
