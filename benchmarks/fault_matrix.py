@@ -727,6 +727,37 @@ def headline(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def verdicts(results: dict[str, Any]) -> list[str]:
+    """Flapping damped? No failback to a lagging member? Read from the switch moments."""
+    out = []
+    per = results["faults"].get("flapping")
+    if per is not None:
+        worst = {c: max(sm["switches_runs"]) for c, sm in per["summary"].items()}
+        out.append(
+            "- **flapping**: most switches in one run (a flaps for 30 s, observed 42 s; bound for geofailover: 2, one failover "
+            "and one failback 10 s after the flapping stops, because a is never up for the 10 s grace period): "
+            + ", ".join(f"{SURFACES[c]} {n}" for c, n in worst.items()) + "."
+        )
+    per = results["faults"].get("lagging")
+    if per is not None:
+        parts = []
+        for c in per["summary"]:
+            runs = [r for r in per["runs"] if c in r["surfaces"]]
+            early = 0
+            delays = []
+            for r in runs:
+                backs = [sw[0] for sw in r["surfaces"][c]["switches"] if sw[2] == "a" and sw[0] > r["t_fault"] + 2.0]
+                early += sum(1 for t in backs if t < r["t_heal"])
+                if backs and backs[0] >= r["t_heal"]:
+                    delays.append(backs[0] - r["t_heal"])
+            text = f"{SURFACES[c]}: {early} failback(s) while lagging"
+            if delays:
+                text += f", back on a {fmt_s(statistics.median(delays))} after it caught up"
+            parts.append(text)
+        out.append("- **lagging member**: " + "; ".join(parts) + ".")
+    return out
+
+
 def machine(binary: Any) -> dict[str, Any]:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     return {
@@ -755,6 +786,7 @@ def write_readme(table: str, details: str, results: dict[str, Any], s: Settings)
         table,
         "",
         *headline(results),
+        *verdicts(results),
         "",
         "![Timeline of a frozen region (SIGSTOP): call latency per surface, errors, switches](docs/img/fault-freeze.png)",
         "",
@@ -884,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(results, s)
     print(table)
     print()
-    print("\n".join(headline(results)))
+    print("\n".join(headline(results) + verdicts(results)))
     if s.mode != "ci":
         print()
         print(render_details(results, s))
