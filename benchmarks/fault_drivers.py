@@ -32,11 +32,11 @@ import itertools
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 import warnings
@@ -302,45 +302,6 @@ class Flask(Surface):
         return int(response.json["v"])  # type: ignore[index]
 
 
-CELERY_APP = '''
-"""Celery app of the fault matrix (written by benchmarks/fault_drivers.py)."""
-import json
-import os
-
-import redis
-from celery import Celery
-
-import geofailover_celery  # noqa: F401 - the geofailover:// scheme
-
-app = Celery("fmapp")
-_opts = json.loads(os.environ.get("FM_ENGINE_OPTIONS", "{}"))
-app.conf.update(
-    broker_url=os.environ["FM_BROKER"],
-    result_backend=os.environ["FM_BACKEND"],
-    broker_transport_options={
-        "visibility_timeout": 5,  # a message a dead region's worker had taken comes back after this long
-        "unacked_restore_interval": 1,
-        "unacked_restore_throttle": 1,
-        "geofailover": {**_opts, "drain_interval": 0.5},
-    },
-    result_backend_transport_options={"geofailover": dict(_opts)},
-    result_backend_always_retry=True,
-    broker_connection_retry_on_startup=True,
-    worker_cancel_long_running_tasks_on_connection_loss=True,
-    worker_prefetch_multiplier=1,
-    result_expires=3600,
-)
-ledger = redis.Redis.from_url(os.environ["FM_LEDGER"])
-
-
-@app.task
-def record(i):
-    """Note every run (duplicates included) outside the failover set."""
-    ledger.rpush("ran", i)
-    return i
-'''
-
-
 class Celery(Surface):
     """A producer (this process) publishing one task per call, a prefork worker
     (a subprocess) running them, results on the result backend. Accounting:
@@ -350,8 +311,12 @@ class Celery(Surface):
     period = 0.05
 
     def __init__(self) -> None:
+        # The Celery tests' app: record(i) notes every run (duplicates included) in a ledger server
+        # outside the failover set; engine options come from GEO_ENGINE_OPTIONS ({}: the defaults).
+        from tests.test_celery_support import APP_SOURCE
+
         self.directory = Path(tempfile.mkdtemp(prefix="fault-matrix-celery-"))
-        (self.directory / "fmapp.py").write_text(textwrap.dedent(CELERY_APP))
+        (self.directory / "geoapp.py").write_text(APP_SOURCE)
         self.worker: subprocess.Popen[bytes] | None = None
         self.app: Any = None
         self.recorder = EngineEvents()
@@ -361,14 +326,17 @@ class Celery(Surface):
 
         broker = endpoint_url({"endpoints": [dict(ep, url=ep["url"].rsplit("/", 1)[0] + "/0") for ep in spec["endpoints"]]}, "geofailover")
         backend = endpoint_url({"endpoints": [dict(ep, url=ep["url"].rsplit("/", 1)[0] + "/1") for ep in spec["endpoints"]]}, "geofailover")
-        os.environ.update(FM_BROKER=broker, FM_BACKEND=backend, FM_LEDGER=spec["ledger"], FM_ENGINE_OPTIONS=json.dumps(spec.get("engine_options", {})))
+        os.environ.update(
+            GEO_BROKER=broker, GEO_BACKEND=backend, GEO_LEDGER=spec["ledger"], GEO_ENGINE_OPTIONS=json.dumps(spec.get("engine_options", {})),
+            GEO_APP_CONF="{}",
+        )
         self.ledger = redis.Redis.from_url(spec["ledger"])
-        self.ledger.delete("ran")
+        self.ledger.delete("ran", "signals")
         self.log_path = Path(spec["logdir"]) / f"celery-worker-{spec['run']}.log"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.directory), os.environ.get("PYTHONPATH", "")])}
         with self.log_path.open("wb") as out:
             self.worker = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "fmapp", "worker", "--pool=prefork", "--concurrency=2",
+                [sys.executable, "-m", "celery", "-A", "geoapp", "worker", "--pool=prefork", "--concurrency=2",
                  "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"fm{spec['run']}@%h", "--loglevel=INFO"],
                 cwd=self.directory, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
@@ -378,10 +346,10 @@ class Celery(Surface):
                 raise RuntimeError(f"celery worker did not start: {self.log_path.read_text(errors='replace')[-2000:]}")
             time.sleep(0.05)
         sys.path.insert(0, str(self.directory))
-        sys.modules.pop("fmapp", None)
-        import fmapp  # type: ignore[import-not-found]
+        sys.modules.pop("geoapp", None)
+        import geoapp  # type: ignore[import-not-found]
 
-        self.app = fmapp
+        self.app = geoapp
         self.results: dict[int, Any] = {}
         self.numbers = itertools.count()
         self.recorder = EngineEvents()
@@ -443,7 +411,19 @@ class Celery(Surface):
             "results_missing": sorted(pending),
             "results_wiped_by_fault": len(wiped),
             "worker_alive": worker_alive,
+            "worker_died_of": "" if worker_alive else self.cause_of_death(),
         }
+
+    def cause_of_death(self) -> str:
+        """The exception after the worker's CRITICAL line (Celery's "Unrecoverable error")."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        for k, line in enumerate(lines):
+            if "CRITICAL/MainProcess" in line:
+                for later in lines[k + 1 :]:
+                    if re.match(r"^[\w.]+(Error|Exception): ", later):
+                        return later.strip()
+                return line.split("] ", 1)[-1]
+        return "no CRITICAL line in its log"
 
     def close(self) -> None:
         worker, self.worker = self.worker, None

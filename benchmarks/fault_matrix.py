@@ -572,7 +572,7 @@ def failures(cell: dict[str, Any], surface: str) -> list[str]:
     problems = []
     if surface == "celery":
         if acc.get("lost"):
-            died = "" if acc.get("worker_alive", True) else " (the worker process died during the run: see its log)"
+            died = "" if acc.get("worker_alive", True) else f" (the worker died of `{acc.get('worker_died_of')}`)"
             problems.append(f"{len(acc['lost'])} acknowledged task(s) never ran{died}: {acc['lost'][:10]}")
         if acc.get("results_missing") or acc.get("results_wrong"):
             problems.append(
@@ -771,6 +771,17 @@ def machine(binary: Any) -> dict[str, Any]:
     }
 
 
+def failure_lines(results: dict[str, Any]) -> list[str]:
+    """Every lost write or task of a geofailover surface, one line each (the run's exit code is 1 if any)."""
+    lines = []
+    for fault_key, per in results["faults"].items():
+        for c, sm in per["summary"].items():
+            if c in OURS:
+                seen = list(dict.fromkeys(sm["problems"]))  # the same finding in several runs: once
+                lines += [f"- {FAULTS[fault_key].title} x {SURFACES[c]}: {p}" for p in seen]
+    return lines
+
+
 def write_readme(table: str, details: str, results: dict[str, Any], s: Settings) -> None:
     m = results["machine"]
     loads = [r["load_before"][0] for per in results["faults"].values() for r in per["runs"]]
@@ -788,6 +799,7 @@ def write_readme(table: str, details: str, results: dict[str, Any], s: Settings)
         *headline(results),
         *verdicts(results),
         "",
+        *(["**Failures this run found** (the command exits 1 on these):", "", *failure_lines(results), ""] if failure_lines(results) else []),
         "![Timeline of a frozen region (SIGSTOP): call latency per surface, errors, switches](docs/img/fault-freeze.png)",
         "",
         "<details><summary>Every cell in detail (latency percentiles, error types, switches, accounting)</summary>",
