@@ -436,21 +436,14 @@ class Celery(Surface):
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(5)
         if self.app is not None:
-            # Quiet the result consumer before the engines close, as tests/test_celery_support.quiesce
-            # does: otherwise the AsyncResults dropped below unsubscribe through a closed engine, and
-            # the backend's connection retries (20 x 1 s) stall the next run.
-            consumer = getattr(self.app.app.backend, "result_consumer", None)
-            if consumer is not None:
-                with consumer._locked():
-                    consumer.subscribed_to.clear()
-                    consumer._pending_unsubscribe.clear()
-                    pubsub, consumer._pubsub = consumer._pubsub, None
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        pubsub.close()
-            self.results = {}
+            # Quiet the result consumer before the engines close: otherwise the AsyncResults dropped
+            # below unsubscribe through a closed engine, and the backend's connection retries
+            # (20 x 1 s) stall the next run.
+            from tests.test_celery_support import quiesce
+
             with contextlib.suppress(Exception):
-                self.app.app.close()
+                quiesce(self.app.app)
+            self.results = {}
             self.app = None
         super().close()
 
