@@ -8,6 +8,7 @@ orange, a failback to ``a`` in green). Needs matplotlib (the ``bench`` extra).
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def timeline(path: Path, title: str, panels: list[dict[str, Any]]) -> None:
     first = panels[0]
     last.set_xlim(-1.0, first["t_end"] - first["t_fault"] + 0.2)
     last.set_xlabel("seconds since the fault (grey: fault window; orange line: traffic left a; green: traffic back on a; red x: error)", fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 130), fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
