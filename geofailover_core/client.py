@@ -48,6 +48,39 @@ def _engine_of(pool: Any) -> FailoverEngine:
     return pool.engine
 
 
+def acquire_engine(
+    endpoints: Sequence[EndpointSpec] | str | None,
+    name: str | None,
+    config: FailoverConfig | Mapping[str, Any] | str | None,
+    engine_options: dict[str, Any],
+) -> FailoverEngine:
+    """The engine a client's constructor arguments describe, with a share taken
+    for the client (:func:`~geofailover_core.registry.release` gives it back).
+    Shared by the sync and the async clients, so both read the same arguments
+    the same way and a sync and an async client with one name share one engine."""
+    if config is not None:
+        if endpoints is not None or engine_options:
+            raise ConfigurationError("config", "given together with endpoints or engine options", "put everything in config")
+        cfg = FailoverConfig.coerce(config)
+        if name is not None and name != cfg.name:
+            cfg = cfg.with_options(name=name)
+        return acquire(cfg)
+    if endpoints is None:
+        if name is None:
+            raise ConfigurationError("endpoints", "missing", "pass endpoints=[...] or the name of a configured engine")
+        try:
+            return acquire(name=name)
+        except KeyError:
+            raise ConfigurationError("name", f"no configuration named {name!r} exists in this process", "pass endpoints=[...] the first time") from None
+    if isinstance(endpoints, str):
+        data: dict[str, Any] = {"endpoints": endpoints, **engine_options}
+    else:
+        data = {"endpoints": list(endpoints), **engine_options}
+    if name is not None:
+        data["name"] = name
+    return acquire(FailoverConfig.from_dict(data))
+
+
 @contextlib.contextmanager
 def blocking_socket(conn: Any, engine: FailoverEngine, wait: float | None) -> Iterator[None]:
     """Around a command that waits server-side for ``wait`` seconds (0: forever).
@@ -114,7 +147,7 @@ class FailoverRedis(redis.Redis):
         self._geofailover_share = False
         if connection_pool is None:
             connection_pool = self._build_pool(endpoints, name, config, blocking_pool, max_connections, pool_timeout, options)
-            self._geofailover_share = True  # _resolve_engine took a share of the engine for this client
+            self._geofailover_share = True  # acquire_engine took a share of the engine for this client
         elif endpoints is not None or config is not None or options:
             raise ConfigurationError("connection_pool", "given together with endpoints or options", "pass either a pool or a configuration")
         self._geofailover_engine = _engine_of(connection_pool)
@@ -134,41 +167,12 @@ class FailoverRedis(redis.Redis):
         options: dict[str, Any],
     ) -> FailoverPoolMixin:
         engine_options, client_options = split_options(options)
-        engine = cls._resolve_engine(endpoints, name, config, engine_options)
+        engine = acquire_engine(endpoints, name, config, engine_options)
         try:
             return failover_pool(engine, blocking_pool=blocking_pool, max_connections=max_connections, pool_timeout=pool_timeout, **client_options)
         except BaseException:
             release(engine)
             raise
-
-    @staticmethod
-    def _resolve_engine(
-        endpoints: Sequence[EndpointSpec] | str | None,
-        name: str | None,
-        config: FailoverConfig | Mapping[str, Any] | str | None,
-        engine_options: dict[str, Any],
-    ) -> FailoverEngine:
-        if config is not None:
-            if endpoints is not None or engine_options:
-                raise ConfigurationError("config", "given together with endpoints or engine options", "put everything in config")
-            cfg = FailoverConfig.coerce(config)
-            if name is not None and name != cfg.name:
-                cfg = cfg.with_options(name=name)
-            return acquire(cfg)
-        if endpoints is None:
-            if name is None:
-                raise ConfigurationError("endpoints", "missing", "pass endpoints=[...] or the name of a configured engine")
-            try:
-                return acquire(name=name)
-            except KeyError:
-                raise ConfigurationError("name", f"no configuration named {name!r} exists in this process", "pass endpoints=[...] the first time") from None
-        if isinstance(endpoints, str):
-            data: dict[str, Any] = {"endpoints": endpoints, **engine_options}
-        else:
-            data = {"endpoints": list(endpoints), **engine_options}
-        if name is not None:
-            data["name"] = name
-        return acquire(FailoverConfig.from_dict(data))
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FailoverRedis:  # type: ignore[override]
