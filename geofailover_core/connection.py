@@ -117,16 +117,19 @@ class ManagedConnection:
             raise
 
 
-_managed: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+_managed: dict[tuple[type[ManagedConnection], type[AbstractConnection]], type[AbstractConnection]] = {}
 
 
-def managed_class(base: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``base`` with :class:`ManagedConnection` mixed in (one class per base)."""
-    if issubclass(base, ManagedConnection):
+def managed_class(base: type[AbstractConnection], mixin: type[ManagedConnection] = ManagedConnection) -> type[AbstractConnection]:
+    """``base`` with ``mixin`` mixed in (one class per pair): :class:`ManagedConnection`,
+    or a subclass of it by which an adapter adds what its host library needs
+    of a socket (the Celery transport's channels report their errors)."""
+    if issubclass(base, mixin):
         return base
-    cls = _managed.get(base)
+    cls = _managed.get((mixin, base))
     if cls is None:
-        cls = _managed.setdefault(base, type(f"Managed{base.__name__}", (ManagedConnection, base), {"__module__": __name__}))
+        prefix = "Managed" if mixin is ManagedConnection else mixin.__name__.removesuffix("Connection")
+        cls = _managed.setdefault((mixin, base), type(f"{prefix}{base.__name__}", (mixin, base), {"__module__": mixin.__module__}))
     return cls
 
 
