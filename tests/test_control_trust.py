@@ -32,7 +32,7 @@ from .conftest import FAST, MakeClient, url_list
 ME = f"{socket.gethostname()}:{os.getpid()}"
 # Rounds are counted against a reference engine with the same interval: a
 # spinning monitor (a round every 50 ms) does several times as many.
-SPIN_INTERVAL = 0.25
+SPIN_INTERVAL = 0.4
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_a_huge_reason_costs_every_process_nothing(two, make_client: MakeClient,
     reference.check_now()
     store_raw(two, plane(engine).override_key, json.dumps(raw_record(reason="redis://u:" + "p" * 120_000)))
     syncs_after(engine)
-    assert rounds_while_reference_does(engine, reference) <= 10
+    assert rounds_while_reference_does(engine, reference, 4) <= 7
     assert engine.hold() is None and engine.active == "a"
 
 
@@ -191,7 +191,7 @@ def test_an_invalid_record_is_ignored_and_status_says_why(two, make_client: Make
     operator = observer(two, engine.name)
     st = fleet_status(operator)
     assert st["override"] is None and all(why in r["why"] for r in st["invalid_records"]), st["invalid_records"]
-    code, out = status_text(operator)
+    _, out = status_text(operator)
     assert "INVALID" in out and why in out and "override clear" in out
 
 
@@ -206,7 +206,7 @@ def test_a_pin_that_never_expires_is_refused_and_the_monitor_keeps_its_pace(two,
     store_raw(two, plane(engine).override_key, text)
     syncs_after(engine)
     assert engine.hold() is None
-    assert rounds_while_reference_does(engine, reference) <= 10
+    assert rounds_while_reference_does(engine, reference, 4) <= 7
     code, out = status_text(observer(two, engine.name))
     assert code != 0 and "INVALID" in out
 
@@ -287,5 +287,5 @@ def test_a_bad_heartbeat_never_crashes_status_and_is_reported(two, observer) -> 
     assert [p["key"] for p in st["fleet"]] == ["peer:7"]
     assert sorted(b["field"] for b in st["invalid_heartbeats"]) == sorted([*bad, "bytes"])
     # An observer reports them and leaves them for the fleet's own housekeeping.
-    code, out = status_text(operator)
+    _, out = status_text(operator)
     assert "INVALID" in out and "heartbeat" in out and "nan-at" in out
