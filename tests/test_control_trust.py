@@ -14,15 +14,17 @@ import json
 import logging
 import math
 import os
+import shlex
 import socket
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from geofailover_core import FailoverConfig, FailoverEngine, cli, registry
+from geofailover_core import FailoverConfig, FailoverEngine, FailoverRedis, cli, registry
 from geofailover_core.control import ControlPlane, Heartbeat, Override, fleet_status, request
 from geofailover_core.control.records import MAX_HEARTBEAT_BYTES, MAX_REASON, MAX_RECORD_BYTES
 from geofailover_core.testing import RedisServer, wait_until
@@ -33,6 +35,7 @@ ME = f"{socket.gethostname()}:{os.getpid()}"
 # Rounds are counted against a reference engine with the same interval: a
 # spinning monitor (a round every 50 ms) does several times as many.
 SPIN_INTERVAL = 0.4
+FAST_CLI = ["-o", "health_check_interval=0.1", "-o", "health_check_timeout=0.2"]
 
 
 @pytest.fixture
@@ -289,3 +292,39 @@ def test_a_bad_heartbeat_never_crashes_status_and_is_reported(two, observer) -> 
     # An observer reports them and leaves them for the fleet's own housekeeping.
     _, out = status_text(operator)
     assert "INVALID" in out and "heartbeat" in out and "nan-at" in out
+
+
+# -- the ACL in docs/operations.md is the trust boundary ----------------------------------------------
+
+
+def documented_acl() -> list[list[str]]:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text(encoding="utf-8")
+    return [shlex.split(line) for line in text.splitlines() if line.startswith("ACL SETUSER ")]
+
+
+def test_the_documented_acl_lets_operators_act_and_keeps_applications_out(two, clients) -> None:
+    acl = documented_acl()
+    assert [line[2] for line in acl] == ["app", "geofailover-ops"]
+    for server in two:
+        for line in acl:
+            server.client().execute_command(*line)
+
+    def urls(user: str, password: str) -> str:
+        return ";".join(f"redis://{user}:{password}@{s.host}:{s.port}/0?name={n}" for s, n in zip(two, "ab", strict=True))
+
+    app = FailoverRedis.from_url(urls("app", "app-password"), name="acl", **FAST)
+    clients.append(app)
+    assert app.set("app:k", 1)
+    wait_until(lambda: any(h.key == ME for h in plane(app.geofailover).fleet()), timeout=3, message="the app cannot heartbeat")
+    out = io.StringIO()
+    code = cli.main(["failover", "--to", "b", "--url", urls("geofailover-ops", "ops-password"), "--name", "acl", *FAST_CLI], stdout=out)
+    assert code == 0, out.getvalue()
+    assert app.geofailover.active == "b" and app.set("app:k", 2)
+    # The application's own credentials cannot steer the fleet.
+    rogue = registry.build_engine(FailoverConfig.from_string(urls("app", "app-password"), name="acl", **FAST), observer=True)
+    try:
+        result = request(rogue, "failback", wait=0)
+        assert result.written_to == [] and all("permission" in why for why in result.failed.values()), result.failed
+    finally:
+        rogue.close()
+    assert app.geofailover.active == "b"
