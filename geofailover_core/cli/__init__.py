@@ -18,8 +18,9 @@ unhealthy from here or in the fleet, processes disagree, an invalid override
 record, stragglers); 2 error (bad arguments or configuration, nothing written,
 no endpoint healthy, unknown or unhealthy target); 3 no fleet (``status``: no
 process reports heartbeats under this name and key prefix, so the fleet's
-state is unknown; an action: nobody acknowledged it). Several verdicts
-combine as: 2, else 3, else 1, else 0.
+state is unknown; an action: nobody acknowledged it). Several
+configurations combine as: 2 if any is 2; 3 if all are 3; else 1 if any is
+not 0; else 0.
 
 Actions are fleet-wide: they go through the control plane
 (:mod:`geofailover_core.control`), because this command runs in a process of

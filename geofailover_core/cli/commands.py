@@ -15,7 +15,7 @@ from ..engine import FailoverEngine
 from ..errors import ConfigurationError, UnhealthyEndpointError
 from ..masking import MASK
 from ..terminal import HEALTH_STYLE, Style
-from .parser import EXIT_DEGRADED, EXIT_ERROR, EXIT_NO_FLEET, EXIT_OK, worst
+from .parser import EXIT_DEGRADED, EXIT_ERROR, EXIT_NO_FLEET, EXIT_OK, combine
 from .render import count, render_status, result_json, straggler_line
 
 _SECRET_OPTIONS = ("password", "token", "secret", "pass", "ssl_password", "username")
@@ -68,7 +68,7 @@ class Invocation:
         while True:
             snapshots = [fleet_status(engine) for engine in self.engines]
             rendered = [render_status(st, self.style, self.command_line) for st in snapshots]
-            code = worst([c for c, _ in rendered])
+            code = combine([c for c, _ in rendered])
             if self.json:
                 self.emit_json({"configurations": snapshots, "code": code})
             else:
@@ -89,12 +89,12 @@ class Invocation:
 
     def check(self) -> int:
         reports = []
-        codes = [EXIT_OK]
+        codes = []
         for engine in self.engines:
             c, report = check(engine)
             codes.append(c)
             reports.append(report)
-        code = worst(codes)
+        code = combine(codes)
         if self.json:
             self.emit_json({"configurations": reports, "code": code})
             return code
@@ -124,7 +124,7 @@ class Invocation:
                 names = sorted({n for e in self.engines for n in e.endpoint_names})
                 raise UsageProblem(f"no configuration has an endpoint named {endpoint!r}; configured endpoints: {', '.join(names)}")
         results: list[dict[str, Any]] = []
-        codes = [EXIT_OK]
+        codes = []
         for engine in targets:
             if not self.json:
                 wait = f"; waiting up to {args.wait:g}s for the fleet" if args.wait > 0 else ""
@@ -143,7 +143,7 @@ class Invocation:
             results.append(result_json(engine, result, code))
             if not self.json:
                 self._report(engine, result, force)
-        code = worst(codes)
+        code = combine(codes)
         if self.json:
             self.emit_json({"configurations": results, "code": code})
         return code

@@ -28,8 +28,8 @@ EXIT_CODES = {
     EXIT_ERROR: "error",
     EXIT_NO_FLEET: "no fleet: no running process reports under this name, or nobody acknowledged",
 }
-# Which verdict a combined exit code keeps: an error first, then "cannot tell"
-# (no fleet), then degraded. A larger number is not a worse one.
+# Which verdict one configuration's exit code keeps: an error first, then
+# "cannot tell" (no fleet), then degraded. A larger number is not a worse one.
 _PRECEDENCE = (EXIT_OK, EXIT_DEGRADED, EXIT_NO_FLEET, EXIT_ERROR)
 
 DESCRIPTION = """\
@@ -57,12 +57,24 @@ exit codes:
      unknown or unhealthy target
   3  no fleet: no running process reports heartbeats under this configuration name and
      key prefix (status), or nobody acknowledged the action: check --name and the key prefix
+  several configurations: 2 if any is 2; 3 if all are 3; else 1 if any is not 0
 """
 
 
 def worst(codes: Sequence[int]) -> int:
-    """The exit code of several verdicts (configurations, checks)."""
+    """The exit code of one configuration's verdict lines."""
     return max(codes, key=_PRECEDENCE.index, default=EXIT_OK)
+
+
+def combine(codes: Sequence[int]) -> int:
+    """The exit code of several configurations: 2 if any is an error; 3 only if no
+    configuration has anyone (a configuration nobody uses beside others that
+    answered, such as a Celery result backend not used yet, is degraded: 1)."""
+    if EXIT_ERROR in codes:
+        return EXIT_ERROR
+    if codes and all(code == EXIT_NO_FLEET for code in codes):
+        return EXIT_NO_FLEET
+    return EXIT_DEGRADED if any(codes) else EXIT_OK
 
 
 class ParserExit(Exception):
@@ -282,6 +294,7 @@ __all__ = [
     "Parser",
     "ParserExit",
     "build_parser",
+    "combine",
     "parse_duration",
     "reason_text",
     "wait_seconds",

@@ -182,14 +182,15 @@ def status_verdict(st: dict[str, Any], command: CommandLine = standalone) -> tup
         for name, error in cp.get("unreachable", {}).items():
             lines.append(("NOTE", f"control-plane keys on {name} not read: {error}", "processes that report only there are not listed"))
     else:
-        codes.append(EXIT_NO_FLEET)
+        # Fleet tracking was switched off on purpose: the report is this host's, and so is the exit code.
         lines.append((
-            "UNKNOWN", "control_plane is off for this configuration: the fleet is not visible, and what is shown is this host's view",
+            "NOTE", "control_plane is off for this configuration: the fleet is not visible, and what is shown is this host's view",
             "failover commands cannot reach other processes either; enable control_plane in the apps' configuration",
         ))
     code = worst(codes)
     if code == EXIT_OK and not any(level in ("DOWN", "DEGRADED", "SPLIT", "CLOCK", "INVALID") for level, _, _ in lines):
-        lines.insert(0, ("OK", f"all {len(endpoints)} endpoints healthy; {len(fleet)} process{'es' if len(fleet) != 1 else ''} on {serving}", ""))
+        users = f"{len(fleet)} process{'es' if len(fleet) != 1 else ''} on {serving}" if fleet else f"this host would use {st['here']['active']}"
+        lines.insert(0, ("OK", f"all {len(endpoints)} endpoints healthy; {users}", ""))
     return code, lines
 
 
