@@ -386,18 +386,6 @@ class FailoverEngine:
         self._tasks.close()
         self.events.close()
 
-    def _rest(self) -> None:
-        """Undo a start made while observing: an engine that only a command used is
-        again one that nobody has used, so the next command observes it too (and the
-        process's first real use starts it), instead of it monitoring, following
-        overrides and reporting heartbeats on a command's account."""
-        with self._start_lock:
-            if not self._started:
-                return
-            self._started = False
-        self.monitor.stop()
-        self.monitor.after_fork()  # a stopped monitor does not start again: begin afresh
-
     def after_fork_in_child(self) -> None:
         """Forget the parent's threads and locks (called by the registry's fork hook)."""
         self._lock = threading.RLock()
@@ -867,7 +855,6 @@ def observing(engines: list[FailoverEngine]) -> Iterator[list[FailoverEngine]]:
         for engine in observers:
             engine.suspend()  # the command started it only to look: the application's first use starts it again
             engine.events.flush(2.0)
-            engine._rest()
             engine.observer = False
 
 
