@@ -28,7 +28,8 @@ import redis
 from redis.client import Pipeline, PubSub
 
 from .commands import BLOCKING, blocking_seconds, retry_allowed
-from .config import EndpointConfig, FailoverConfig, split_options
+from .config import EndpointConfig, FailoverConfig, check_value, split_options
+from .defaults import BOUNDS
 from .engine import FailoverEngine
 from .errors import ConfigurationError
 from .pool import FailoverBlockingConnectionPool, FailoverConnectionPool, FailoverPoolMixin
@@ -52,9 +53,14 @@ class FailoverRedis(redis.Redis):
     ``FailoverRedis(endpoints=[...], name="default", **options)``: options
     are engine options (see the table of defaults) or redis-py connection
     options, which apply to this client's connections on every endpoint.
+    A name redis-py's connections take is a connection option, as in
+    ``redis.Redis``: ``socket_timeout=5`` or ``health_check_interval=30``
+    belong to this client, so clients of one engine may differ in them; only
+    a different engine option under the same name is an error.
     ``FailoverRedis(name="default")`` alone attaches to an engine already
-    configured in this process. The engine is ``client.geofailover``
-    (``Redis.failover`` is the FAILOVER command).
+    configured in this process (and uses its connection options). The
+    engine is ``client.geofailover`` (``Redis.failover`` is the FAILOVER
+    command).
     """
 
     def __init__(
@@ -92,10 +98,14 @@ class FailoverRedis(redis.Redis):
         options: dict[str, Any],
     ) -> FailoverPoolMixin:
         engine_options, client_options = split_options(options)
-        engine = cls._resolve_engine(endpoints, name, config, engine_options)
+        if max_connections is not None:
+            max_connections = check_value("max_connections", BOUNDS["max_connections"], max_connections)
+        engine, own = cls._resolve_engine(endpoints, name, config, engine_options)
         if blocking_pool:
-            return FailoverBlockingConnectionPool(engine, max_connections=max_connections or 50, timeout=pool_timeout, **client_options)
-        return FailoverConnectionPool(engine, max_connections=max_connections, **client_options)
+            return FailoverBlockingConnectionPool(
+                engine, max_connections=max_connections or 50, timeout=pool_timeout, config=own, **client_options
+            )
+        return FailoverConnectionPool(engine, max_connections=max_connections, config=own, **client_options)
 
     @staticmethod
     def _resolve_engine(
@@ -103,19 +113,21 @@ class FailoverRedis(redis.Redis):
         name: str | None,
         config: FailoverConfig | Mapping[str, Any] | str | None,
         engine_options: dict[str, Any],
-    ) -> FailoverEngine:
+    ) -> tuple[FailoverEngine, FailoverConfig | None]:
+        """The engine, and the configuration this client's connections follow
+        (None: the engine's own, for a client that attaches by name)."""
         if config is not None:
             if endpoints is not None or engine_options:
                 raise ConfigurationError("config", "given together with endpoints or engine options", "put everything in config")
             cfg = FailoverConfig.coerce(config)
             if name is not None and name != cfg.name:
                 cfg = cfg.with_options(name=name)
-            return get_engine(cfg)
+            return get_engine(cfg, own_connections=True), cfg
         if endpoints is None:
             if name is None:
                 raise ConfigurationError("endpoints", "missing", "pass endpoints=[...] or the name of a configured engine")
             try:
-                return lookup(name)
+                return lookup(name), None
             except KeyError:
                 raise ConfigurationError("name", f"no configuration named {name!r} exists in this process", "pass endpoints=[...] the first time") from None
         if isinstance(endpoints, str):
@@ -124,7 +136,8 @@ class FailoverRedis(redis.Redis):
             data = {"endpoints": list(endpoints), **engine_options}
         if name is not None:
             data["name"] = name
-        return get_engine(FailoverConfig.from_dict(data))
+        cfg = FailoverConfig.from_dict(data)
+        return get_engine(cfg, own_connections=True), cfg
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FailoverRedis:  # type: ignore[override]
