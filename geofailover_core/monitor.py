@@ -130,7 +130,7 @@ class HealthMonitor:
     # -- the thread --------------------------------------------------------------
 
     def _run(self) -> None:
-        interval = self.config.health_check_interval
+        interval = self.config.probe_interval
         while True:
             with self._cond:
                 if self._stopping:
