@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from .defaults import DEFAULTS
     from .engine import FailoverEngine
     from .errors import (
+        AllEndpointsTimedOutError,
         ConfigurationError,
         GeoFailoverError,
         NoHealthyEndpointError,
+        ReplyLostError,
         UnhealthyEndpointError,
         UnknownEndpointError,
     )
@@ -45,9 +47,11 @@ _LAZY = {
     "FailoverConfig": "config",
     "DEFAULTS": "defaults",
     "FailoverEngine": "engine",
+    "AllEndpointsTimedOutError": "errors",
     "ConfigurationError": "errors",
     "GeoFailoverError": "errors",
     "NoHealthyEndpointError": "errors",
+    "ReplyLostError": "errors",
     "UnhealthyEndpointError": "errors",
     "UnknownEndpointError": "errors",
     "AllDownEvent": "events",
@@ -87,6 +91,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULTS",
     "AllDownEvent",
+    "AllEndpointsTimedOutError",
     "CallableHealthCheck",
     "ConfigurationError",
     "EndpointConfig",
@@ -110,6 +115,7 @@ __all__ = [
     "ProbeContext",
     "Reason",
     "RecoveredEvent",
+    "ReplyLostError",
     "UnhealthyEndpointError",
     "UnknownEndpointError",
     "__version__",

@@ -21,7 +21,9 @@ Retry policy (``retry_on_failover``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -32,9 +34,9 @@ from .config import EndpointConfig, FailoverConfig, check_value, split_options
 from .defaults import BOUNDS
 from .engine import FailoverEngine
 from .errors import ConfigurationError
-from .pool import FailoverBlockingConnectionPool, FailoverConnectionPool, FailoverPoolMixin
-from .registry import get_engine, lookup
-from .stamps import exec_sent, generation_of, is_unsent, mark_exec_sent, mark_unsent, set_blocking, was_woken
+from .pool import FailoverPoolMixin, failover_pool, wake
+from .registry import acquire, release
+from .stamps import exec_sent, generation_of, is_unsent, mark_exec_sent, mark_unsent, set_blocking, stamp_generation, was_woken
 
 EndpointSpec = EndpointConfig | Mapping[str, Any] | str
 _BLOCKING_NAMES = BLOCKING | {name.lower() for name in BLOCKING}
@@ -45,6 +47,99 @@ def _engine_of(pool: Any) -> FailoverEngine:
     if not isinstance(pool, FailoverPoolMixin):
         raise TypeError("geofailover clients need a geofailover connection pool")
     return pool.engine
+
+
+def client_config(
+    endpoints: Sequence[EndpointSpec] | str | None,
+    name: str | None,
+    config: FailoverConfig | Mapping[str, Any] | str | None,
+    engine_options: dict[str, Any],
+) -> FailoverConfig | None:
+    """The configuration a client's constructor arguments describe; None when
+    they only name an engine already configured in this process."""
+    if config is not None:
+        if endpoints is not None or engine_options:
+            raise ConfigurationError("config", "given together with endpoints or engine options", "put everything in config")
+        cfg = FailoverConfig.coerce(config)
+        if name is not None and name != cfg.name:
+            cfg = cfg.with_options(name=name)
+        return cfg
+    if endpoints is None:
+        if name is None:
+            raise ConfigurationError("endpoints", "missing", "pass endpoints=[...] or the name of a configured engine")
+        return None
+    if isinstance(endpoints, str):
+        data: dict[str, Any] = {"endpoints": endpoints, **engine_options}
+    else:
+        data = {"endpoints": list(endpoints), **engine_options}
+    if name is not None:
+        data["name"] = name
+    return FailoverConfig.from_dict(data)
+
+
+def acquire_for(config: FailoverConfig | None, name: str | None, *, own_connections: bool = False) -> FailoverEngine:
+    """The engine of ``config`` (or the one called ``name``), with a share taken for
+    the client. ``own_connections``: the client's pool follows ``config``'s
+    connection options, so they may differ from the engine's."""
+    if config is None:
+        try:
+            return acquire(name=name)
+        except KeyError:
+            raise ConfigurationError("name", f"no configuration named {name!r} exists in this process", "pass endpoints=[...] the first time") from None
+    return acquire(config, own_connections=own_connections)
+
+
+def acquire_engine(
+    endpoints: Sequence[EndpointSpec] | str | None,
+    name: str | None,
+    config: FailoverConfig | Mapping[str, Any] | str | None,
+    engine_options: dict[str, Any],
+) -> FailoverEngine:
+    """The engine a client's constructor arguments describe, with a share taken
+    for the client (:func:`~geofailover_core.registry.release` gives it back).
+    Shared by the sync and the async clients, so both read the same arguments
+    the same way and a sync and an async client with one name share one engine.
+    A client whose pool builds connections from the engine's configuration (the
+    async one) must agree with it on connection options too."""
+    return acquire_for(client_config(endpoints, name, config, engine_options), name)
+
+
+@contextlib.contextmanager
+def blocking_socket(conn: Any, engine: FailoverEngine, wait: float | None) -> Iterator[None]:
+    """Around a command that waits server-side for ``wait`` seconds (0: forever).
+
+    The socket timeout is lengthened by the wait, so a long BLPOP is never
+    mistaken for a frozen endpoint; the connection is marked so that a switch
+    wakes it instead of leaving it parked on the old endpoint. The mark is set
+    *before* the generation is checked, so a switch can never fall between
+    the two unseen. A socket a switch woke, or one found stale, carries an
+    error marked as never sent: re-sending a pop that never returned cannot
+    apply it twice.
+    """
+    conn.connect()  # a single-connection client's socket may be gone: the long timeout needs a socket
+    set_blocking(conn, True)
+    sock = conn._sock
+    try:
+        if generation_of(conn) != engine.generation:
+            stale = redis.exceptions.ConnectionError(f"geofailover[{engine.name}]: the endpoint changed before the command was sent")
+            stamp_generation(stale, generation_of(conn, engine.generation) or 0)
+            mark_unsent(stale)
+            raise stale
+        if wait is not None and sock is not None:
+            sock.settimeout(None if wait == 0 else wait + (conn.socket_timeout or 0))
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        if was_woken(conn):
+            mark_unsent(exc)
+        conn.disconnect()
+        raise
+    finally:
+        set_blocking(conn, False)
+        if sock is not None and conn._sock is sock:
+            try:
+                sock.settimeout(conn.socket_timeout)
+            except OSError:
+                pass
 
 
 class FailoverRedis(redis.Redis):
@@ -77,8 +172,10 @@ class FailoverRedis(redis.Redis):
         **options: Any,
     ) -> None:
         owns_pool = connection_pool is None
+        self._geofailover_share = False
         if connection_pool is None:
             connection_pool = self._build_pool(endpoints, name, config, blocking_pool, max_connections, pool_timeout, options)
+            self._geofailover_share = True  # acquire_engine took a share of the engine for this client
         elif endpoints is not None or config is not None or options:
             raise ConfigurationError("connection_pool", "given together with endpoints or options", "pass either a pool or a configuration")
         self._geofailover_engine = _engine_of(connection_pool)
@@ -100,44 +197,15 @@ class FailoverRedis(redis.Redis):
         engine_options, client_options = split_options(options)
         if max_connections is not None:
             max_connections = check_value("max_connections", BOUNDS["max_connections"], max_connections)
-        engine, own = cls._resolve_engine(endpoints, name, config, engine_options)
-        if blocking_pool:
-            return FailoverBlockingConnectionPool(
-                engine, max_connections=max_connections or 50, timeout=pool_timeout, config=own, **client_options
+        own = client_config(endpoints, name, config, engine_options)
+        engine = acquire_for(own, name, own_connections=True)
+        try:
+            return failover_pool(
+                engine, blocking_pool=blocking_pool, max_connections=max_connections, pool_timeout=pool_timeout, config=own, **client_options
             )
-        return FailoverConnectionPool(engine, max_connections=max_connections, config=own, **client_options)
-
-    @staticmethod
-    def _resolve_engine(
-        endpoints: Sequence[EndpointSpec] | str | None,
-        name: str | None,
-        config: FailoverConfig | Mapping[str, Any] | str | None,
-        engine_options: dict[str, Any],
-    ) -> tuple[FailoverEngine, FailoverConfig | None]:
-        """The engine, and the configuration this client's connections follow
-        (None: the engine's own, for a client that attaches by name)."""
-        if config is not None:
-            if endpoints is not None or engine_options:
-                raise ConfigurationError("config", "given together with endpoints or engine options", "put everything in config")
-            cfg = FailoverConfig.coerce(config)
-            if name is not None and name != cfg.name:
-                cfg = cfg.with_options(name=name)
-            return get_engine(cfg, own_connections=True), cfg
-        if endpoints is None:
-            if name is None:
-                raise ConfigurationError("endpoints", "missing", "pass endpoints=[...] or the name of a configured engine")
-            try:
-                return lookup(name), None
-            except KeyError:
-                raise ConfigurationError("name", f"no configuration named {name!r} exists in this process", "pass endpoints=[...] the first time") from None
-        if isinstance(endpoints, str):
-            data: dict[str, Any] = {"endpoints": endpoints, **engine_options}
-        else:
-            data = {"endpoints": list(endpoints), **engine_options}
-        if name is not None:
-            data["name"] = name
-        cfg = FailoverConfig.from_dict(data)
-        return get_engine(cfg, own_connections=True), cfg
+        except BaseException:
+            release(engine)
+            raise
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FailoverRedis:  # type: ignore[override]
@@ -148,6 +216,14 @@ class FailoverRedis(redis.Redis):
     def geofailover(self) -> FailoverEngine:
         """The failover engine: ``active``, ``status()``, ``failover_to()``, ``pin()``, ``on()``..."""
         return self._geofailover_engine
+
+    def close(self) -> None:
+        """Close this client's connections and give back its share of the engine:
+        closing the last client of an engine stops its threads and frees its name."""
+        super().close()
+        if getattr(self, "_geofailover_share", False):
+            self._geofailover_share = False
+            release(self._geofailover_engine)
 
     # -- command path ------------------------------------------------------------
 
@@ -203,29 +279,12 @@ class FailoverRedis(redis.Redis):
         """Run BLPOP & co.: the command waits as long as it asked, the socket
         timeout only bounds silence beyond that, and a switch can wake it."""
         command_name = str(args[0])
-        wait = blocking_seconds(command_name, args)
         pool = self.connection_pool
         conn = self.connection or pool.get_connection()
-        sock = conn._sock
-        if wait is not None and sock is not None:
-            sock.settimeout(None if wait == 0 else wait + (conn.socket_timeout or 0))
-        set_blocking(conn, True)
         try:
-            return self._send_command_parse_response(conn, command_name, *args, **options)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            if was_woken(conn):
-                # We shut the socket of a command parked on the old endpoint:
-                # re-sending it cannot duplicate a pop that never returned.
-                mark_unsent(exc)
-            conn.disconnect()
-            raise
+            with blocking_socket(conn, self._geofailover_engine, blocking_seconds(command_name, args)):
+                return self._send_command_parse_response(conn, command_name, *args, **options)
         finally:
-            set_blocking(conn, False)
-            if sock is not None and conn._sock is sock:
-                try:
-                    sock.settimeout(conn.socket_timeout)
-                except OSError:
-                    pass
             if self.connection is None:
                 pool.release(conn)
 
@@ -289,6 +348,22 @@ class FailoverPipeline(Pipeline):
             engine.record_success(generation)
         return result  # type: ignore[no-any-return]
 
+    def _execute_transaction(self, connection: Any, commands: Any, raise_on_error: bool) -> Any:
+        with self._blocking(connection, commands):
+            return super()._execute_transaction(connection, commands, raise_on_error)
+
+    def _execute_pipeline(self, connection: Any, commands: Any, raise_on_error: bool) -> Any:
+        with self._blocking(connection, commands):
+            return super()._execute_pipeline(connection, commands, raise_on_error)
+
+    def _blocking(self, connection: Any, commands: Any) -> contextlib.AbstractContextManager[None]:
+        """A batch with a blocking command (BLPOP inside MULTI or a pipeline)
+        waits as long as its longest wait, like the command alone would."""
+        waits = [w for args, _ in commands if (w := blocking_seconds(str(args[0]), args)) is not None]
+        if not waits:
+            return contextlib.nullcontext()
+        return blocking_socket(connection, _engine_of(self.connection_pool), 0.0 if 0.0 in waits else max(waits))
+
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         engine = _engine_of(self.connection_pool)
         generation = engine.generation
@@ -300,14 +375,26 @@ class FailoverPipeline(Pipeline):
 
 
 class FailoverPubSub(PubSub):
-    """PubSub that moves to the active endpoint and re-subscribes there.
+    """PubSub that follows every switch at the switch, and re-subscribes there.
 
-    It notices a switch in two ways: an error on its connection, or (for a
-    subscriber whose old endpoint is silent, e.g. frozen, or still alive
-    after a failback) a generation check before each read. Messages
-    published while it moves are lost, as pub/sub always loses messages
-    across a reconnect.
+    The engine tells it about a switch (``on_switch``, under the engine lock:
+    it only schedules); the engine's switch worker then connects to the new
+    endpoint, re-subscribes every channel, pattern and shard channel, and
+    wakes a reader blocked on the old socket (shutdown, never close under a
+    reader). So it follows a manual failover, a failback while the old
+    endpoint stays up and a frozen endpoint alike, and a subscriber that is
+    not reading at that moment is already subscribed on the new endpoint:
+    messages published there meanwhile wait in its socket. Messages published
+    on the old endpoint during the move are lost, as pub/sub always loses
+    messages across a reconnect.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._geo_lock = threading.RLock()  # guards self.connection against the switch worker
+        self._geo_readers = 0
+        self._geo_retired: list[Any] = []  # old connections a reader may still be blocked on
+        self._engine().add_switch_listener(self)
 
     def _engine(self) -> FailoverEngine:
         return _engine_of(self.connection_pool)
@@ -316,13 +403,35 @@ class FailoverPubSub(PubSub):
         conn = self.connection
         return conn is not None and generation_of(conn) != self._engine().generation
 
+    # -- following a switch ---------------------------------------------------------
+
+    def on_switch(self, generation: int) -> None:
+        if self.connection is not None and self.subscribed:
+            self._engine().submit(self._follow)
+
+    def on_close(self) -> None:
+        conn = self.connection
+        if conn is not None:
+            wake(conn)
+
+    def _follow(self) -> None:
+        with self._geo_lock:
+            if self._stale() and self._engine().active is not None:
+                self._move()
+
     def _move(self) -> None:
+        """Re-subscribe on the active endpoint (caller holds ``_geo_lock``)."""
         old = self.connection
         if old is not None:
             old.deregister_connect_callback(self.on_connect)
-            self.connection_pool.release(old)
             self.connection = None
+            if self._geo_readers:
+                self._geo_retired.append(old)
+                wake(old)  # the reader releases it
+            else:
+                self.connection_pool.release(old)
         conn = self.connection_pool.get_connection()
+        set_blocking(conn, True)  # a subscriber's wait is its own, never a stall
         self.connection = conn
         conn.register_connect_callback(self.on_connect)
         if self.push_handler_func is not None:
@@ -330,31 +439,59 @@ class FailoverPubSub(PubSub):
         self.health_check_response_counter = 0
         self.on_connect(conn)  # re-subscribe channels, patterns and shard channels
 
+    def _reconnect(self, conn: Any, *args: Any, **kwargs: Any) -> None:
+        # redis-py reconnects a failed connection in place; one the engine has
+        # switched away from must not be re-opened to the old endpoint.
+        if conn is not self.connection or generation_of(conn) != self._engine().generation:
+            conn.disconnect()
+            return
+        super()._reconnect(conn, *args, **kwargs)
+
+    # -- commands and reads -----------------------------------------------------------
+
     def execute_command(self, *args: Any) -> None:
         engine = self._engine()
-        if self._stale():
-            self._move()
-        generation = engine.generation
-        try:
-            super().execute_command(*args)
-        except BaseException as exc:
-            if not engine.recover(generation, exc, str(args[0]) if args else None):
-                raise
-            self._move()
-            super().execute_command(*args)
-
-    def parse_response(self, block: bool = True, timeout: float = 0) -> Any:
-        engine = self._engine()
-        for _ in range(len(engine.config.endpoints) + 1):
+        with self._geo_lock:
             if self._stale():
                 self._move()
             generation = engine.generation
             try:
-                return super().parse_response(block, timeout)
+                super().execute_command(*args)
             except BaseException as exc:
-                if not engine.recover(generation, exc, None):
+                if not engine.recover(generation, exc, str(args[0]) if args else None):
                     raise
                 self._move()
+            finally:
+                if self.connection is not None:
+                    set_blocking(self.connection, True)  # a subscriber's wait is its own, never a stall
+
+    def parse_response(self, block: bool = True, timeout: float = 0) -> Any:
+        engine = self._engine()
+        for _ in range(len(engine.config.endpoints) + 1):
+            with self._geo_lock:
+                if self._stale():
+                    self._move()
+                conn = self.connection
+                generation = engine.generation
+                self._geo_readers += 1
+            try:
+                return super().parse_response(block, timeout)
+            except BaseException as exc:
+                if conn is not self.connection:  # the switch worker moved us while we read: read the new socket
+                    if not block:
+                        return None
+                    continue
+                if not engine.recover(generation, exc, None):
+                    raise
+                with self._geo_lock:
+                    self._move()
                 if not block:
                     return None
+            finally:
+                with self._geo_lock:
+                    self._geo_readers -= 1
+                    if not self._geo_readers:
+                        retired, self._geo_retired = self._geo_retired, []
+                        for old in retired:
+                            self.connection_pool.release(old)
         return None

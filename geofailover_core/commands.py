@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import errno
 import socket
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ import redis.exceptions as rex
 from redis.commands.cluster import READ_COMMANDS
 
 from .errors import GeoFailoverError
+from .stamps import is_unsent
 
 
 class Failure(enum.Enum):
@@ -75,11 +77,47 @@ def classify(exc: BaseException, command: str | None = None) -> Failure:
     return Failure.IGNORE
 
 
+_REJECTION_PREFIXES = {"NOAUTH": "rejects our credentials", "WRONGPASS": "rejects our credentials", "NOPERM": "denies our user this command (ACL)"}
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(seen) < 5:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
+def rejection(exc: BaseException) -> str | None:
+    """When ``exc`` says the endpoint is up but refuses *us* (wrong password, an
+    ACL, a certificate we do not trust), what to tell the operator; else None.
+
+    Such an endpoint cannot serve this application, so it still fails over,
+    but it is a configuration problem, not an outage, and the error says so."""
+    for cur in _chain(exc):
+        if isinstance(cur, (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError)):
+            return "rejects our credentials"
+        if isinstance(cur, rex.NoPermissionError):
+            return "denies our user this command (ACL)"
+        if isinstance(cur, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(cur):
+            return "presents a TLS certificate we do not trust"
+        if isinstance(cur, rex.ResponseError):
+            head = str(cur).split(" ", 1)[0].upper()
+            if head in _REJECTION_PREFIXES:
+                return _REJECTION_PREFIXES[head]
+    return None
+
+
+def timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, (rex.TimeoutError, socket.timeout))
+
+
 def never_sent(exc: BaseException) -> bool:
     """True when the failure happened before the command reached a server
     (checking out or connecting a connection), so re-sending it cannot
     apply it twice. The pool marks such errors."""
-    return bool(getattr(exc, "_geofailover_unsent", False)) or isinstance(exc, rex.ReadOnlyError)
+    return is_unsent(exc) or isinstance(exc, rex.ReadOnlyError)
 
 
 def retry_allowed(policy: str, commands: Sequence[str], exc: BaseException) -> bool:

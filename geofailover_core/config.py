@@ -370,36 +370,47 @@ class EndpointConfig:
 
     @classmethod
     def from_url(cls, url: str, *, index: int = 0, **overrides: Any) -> EndpointConfig:
-        """Build an endpoint from a URL carrying our ``name``/``weight`` query keys."""
-        setting = f"endpoints[{index}]"
+        """Build an endpoint from a URL carrying our ``name``/``weight`` query keys.
+
+        Messages address the endpoint by its name (given, or ``host:port``),
+        or by its position when the URL does not parse far enough to name it
+        safely (a host taken from a URL cut inside its password could be a
+        piece of the password).
+        """
         if not isinstance(url, str):
-            raise ConfigurationError(f"{setting}.url", f"expected a URL string, got {type(url).__name__}", "write redis://host:port/db")
+            raise ConfigurationError(f"endpoints[{index}].url", f"expected a URL string, got {type(url).__name__}", "write redis://host:port/db")
         url = url.strip()
-        check_url(url, f"{setting}.url", our_keys=True)
-        parts = urlsplit(url)
-        quote_url = not _suspicious(url, parts)
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        name, weight = overrides.pop("name", None), overrides.pop("weight", None)
+        try:
+            parts: SplitResult | None = urlsplit(url)
+        except ValueError:
+            parts = None
         ours: dict[str, str] = {}
-        for key, value in pairs:
+        for key, value in parse_qsl(parts.query if parts else "", keep_blank_values=True):
             if key in _OUR_QUERY_KEYS:
                 if key in ours:
-                    raise ConfigurationError(f"{setting}.{key}", "given twice in the URL", "give it once")
+                    raise ConfigurationError(f"endpoints[{index}].{key}", "given twice in the URL", "give it once")
                 ours[key] = value
-        rest = [(k, v) for k, v in pairs if k not in _OUR_QUERY_KEYS]
-        base = url.partition("?")[0]
-        clean = f"{base}?{urlencode(rest)}" if rest else base
-        name, weight = overrides.pop("name", None), overrides.pop("weight", None)
         for key, given in (("name", name), ("weight", weight)):
             if given is not None and key in ours:
-                raise ConfigurationError(f"{setting}.{key}", "given both in the URL and as a setting", "give it once")
-        if name is None:
-            name = ours["name"] if "name" in ours else _default_name(parts, index)
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise ConfigurationError(f"{setting}.name", "not a valid endpoint name", "use letters, digits and . _ : - (e.g. 'us-east')")
+                raise ConfigurationError(f"endpoints[{index}].{key}", "given both in the URL and as a setting", "give it once")
+        if name is None and "name" in ours:
+            name = ours["name"]
+        if name is not None and (not isinstance(name, str) or not _NAME_RE.match(name)):
+            raise ConfigurationError(f"endpoints[{index}].name", "not a valid endpoint name", "use letters, digits and . _ : - (e.g. 'us-east')")
+        quote_url = parts is not None and not _suspicious(url, parts)
+        label = name if name is not None else _default_name(parts, index) if quote_url and parts is not None else None
+        setting = f"endpoints[{label!r}]" if label is not None else f"endpoints[{index}]"
+        check_url(url, f"{setting}.url", our_keys=True)
+        parts = urlsplit(url)  # check_url refused a URL that does not split or whose port does not parse
+        name = name if name is not None else _default_name(parts, index) or f"endpoint-{index}"
         if weight is None and "weight" in ours:
             weight = check_value(f"endpoints[{name!r}].weight", BOUNDS["weight"], ours["weight"], from_text=True, quote=quote_url)
         elif weight is None:
             weight = BOUNDS["weight"].default
+        rest = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _OUR_QUERY_KEYS]
+        base = url.partition("?")[0]
+        clean = f"{base}?{urlencode(rest)}" if rest else base
         return cls(name=name, url=clean, weight=weight, **overrides)
 
     @classmethod
@@ -494,11 +505,16 @@ class EndpointConfig:
         return f"EndpointConfig(name={self.name!r}, url={self.masked_url!r}, weight={self.weight!r})"
 
 
-def _default_name(parts: SplitResult, index: int) -> str:
+def _default_name(parts: SplitResult, index: int) -> str | None:
+    """``host:port`` (``unix-<index>``); None if the port does not parse."""
     if parts.scheme.lower() == "unix":
         return f"unix-{index}"
     host = (parts.hostname or "localhost").lower()
-    return f"{host}:{parts.port or 6379}"
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return f"{host}:{6379 if port is None else port}"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -23,10 +23,12 @@ from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
 from redis.retry import Retry
 
-from .stamps import ENDPOINT, GENERATION, mark_unsent, stamp_generation
+from .errors import ReplyLostError
+from .stamps import ENDPOINT, GENERATION, mark_unsent, stamp_generation, was_woken
 
 if TYPE_CHECKING:
     from .config import EndpointConfig, FailoverConfig
+    from .engine import FailoverEngine
 
 try:  # redis-py >= 7: opt out of maintenance notifications, an extra round trip
     from redis.maint_notifications import MaintNotificationsConfig
@@ -99,8 +101,14 @@ class ManagedConnection:
 
     _geofailover_gen: int = -1
     _geofailover_endpoint: str | None = None
+    # Monotonic time the pool lent this connection out (0.0: idle). The
+    # engine's stall watch reads it to notice a command stuck on a frozen region.
+    _geofailover_since: float = 0.0
+    _sock: Any
 
     def connect(self) -> None:
+        if self._sock is not None:  # the pool calls this at every checkout: keep it one attribute read
+            return
         try:
             super().connect()  # type: ignore[misc]
         except BaseException as exc:
@@ -108,7 +116,21 @@ class ManagedConnection:
             mark_unsent(exc)
             raise
 
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.exceptions.ConnectionError as exc:
+            if not was_woken(self):
+                raise
+            # A switch shut this socket because its endpoint failed while the
+            # reply was outstanding: say so, rather than "closed by server".
+            lost = ReplyLostError(f"no reply from {self._geofailover_endpoint} before it was failed over")
+            stamp_generation(lost, self._geofailover_gen)
+            raise lost from exc
+
     def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+        if self._sock is not None:
+            return None
         try:
             return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
         except BaseException as exc:
@@ -117,16 +139,56 @@ class ManagedConnection:
             raise
 
 
-_managed: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+class PinnedConnection(ManagedConnection):
+    """A managed connection to one named endpoint, in a pool that a host
+    library owns (a kombu channel's) rather than a failover pool.
+
+    No :class:`~geofailover_core.client.FailoverRedis` sees its errors, so it
+    reports them itself, by the failover pools' rule: a socket counts against
+    its endpoint only if that endpoint was active when it connected, and only
+    until the engine switches. The engine and the endpoint come as connection
+    kwargs (``geofailover_engine``, ``geofailover_endpoint``), the way a
+    redis-py pool configures the sockets it makes.
+    """
+
+    def __init__(self, *args: Any, geofailover_engine: FailoverEngine, geofailover_endpoint: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.geofailover_engine = geofailover_engine
+        self._geofailover_endpoint = geofailover_endpoint
+
+    def reporting(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``, its error reported to the engine (a no-op once it switched)."""
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            self.geofailover_engine.report_failure(self._geofailover_gen, exc)
+            raise
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+        active, generation = self.geofailover_engine.routing
+        self._geofailover_gen = generation if active is not None and active.name == self._geofailover_endpoint else -1
+        return self.reporting(super().connect_check_health, *args, **kwargs)
+
+    def send_packed_command(self, *args: Any, **kwargs: Any) -> Any:
+        return self.reporting(super().send_packed_command, *args, **kwargs)  # type: ignore[misc]
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        return self.reporting(super().read_response, *args, **kwargs)  # type: ignore[misc]
 
 
-def managed_class(base: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``base`` with :class:`ManagedConnection` mixed in (one class per base)."""
-    if issubclass(base, ManagedConnection):
+_managed: dict[tuple[type[ManagedConnection], type[AbstractConnection]], type[AbstractConnection]] = {}
+
+
+def managed_class(base: type[AbstractConnection], mixin: type[ManagedConnection] = ManagedConnection) -> type[AbstractConnection]:
+    """``base`` with ``mixin`` mixed in (one class per pair): :class:`ManagedConnection`,
+    :class:`PinnedConnection`, or an adapter's subclass of them that adds what
+    its host library needs of a socket."""
+    if issubclass(base, mixin):
         return base
-    cls = _managed.get(base)
+    cls = _managed.get((mixin, base))
     if cls is None:
-        cls = _managed.setdefault(base, type(f"Managed{base.__name__}", (ManagedConnection, base), {"__module__": __name__}))
+        prefix = "Managed" if mixin is ManagedConnection else mixin.__name__.removesuffix("Connection")
+        cls = _managed.setdefault((mixin, base), type(f"{prefix}{base.__name__}", (mixin, base), {"__module__": mixin.__module__}))
     return cls
 
 
@@ -138,6 +200,7 @@ def stamp(connection: Any, generation: int, endpoint: str) -> None:
 
 __all__ = [
     "ManagedConnection",
+    "PinnedConnection",
     "direct_client",
     "endpoint_params",
     "managed_class",

@@ -74,6 +74,11 @@ class EndpointState:
     gate_detail: str = ""
     gate_since: float | None = None  # wall clock of the last change
     check_outcomes: tuple[CheckOutcome, ...] = ()
+    # The exception of the last failure (probe or command), chained to
+    # NoHealthyEndpointError; and, when it says the endpoint refuses *us*
+    # (credentials, ACL, TLS trust), what to tell the operator.
+    last_exception: BaseException | None = None
+    rejection: str | None = None
     _probe_client: redis.Redis | None = None
     _direct_client: redis.Redis | None = None
 
@@ -181,13 +186,13 @@ class EndpointState:
                 except Exception as exc:  # noqa: BLE001 - a crashing custom check is not evidence
                     probes.append(HealthResult.inconclusive(f"check raised {type(exc).__name__}: {exc}"))
             result = combine_probes(probes, config.health_check_policy)
-            masked = HealthResult(result.status, self.mask(result.detail), result.latency)
+            masked = HealthResult(result.status, self.mask(result.detail), result.latency, error=result.error)
             outcomes.append(CheckOutcome(getattr(check, "name", "check"), check_mode(check), masked))
         policy = config.health_check_combine
         verdict = combine_checks([(o.name, o.result) for o in outcomes if o.mode == HEALTH], policy)
         gates = [(o.name, o.result) for o in outcomes if o.mode == FAILBACK_ONLY]
         return EndpointVerdict(
-            verdict.status, verdict.detail, verdict.latency,
+            verdict.status, verdict.detail, verdict.latency, verdict.error,
             gate=combine_checks(gates, policy) if gates else None,
             checks=tuple(outcomes),
         )
@@ -230,6 +235,7 @@ class EndpointState:
             "last_probe_at": self.last_probe_at,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "rejection": self.rejection,
             "failback_gate": None
             if self.gate is None
             else {"open": self.gate_open(), "status": str(self.gate), "detail": self.gate_detail, "since": self.gate_since},

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 import weakref
@@ -35,11 +36,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pybreaker
+import redis.exceptions
 
-from .commands import Failure, classify
+from .commands import Failure, classify, rejection, timed_out
 from .config import FailoverConfig
 from .endpoint import EndpointState, best_endpoint, build_endpoint_states
-from .errors import NoHealthyEndpointError, UnhealthyEndpointError, UnknownEndpointError
+from .errors import AllEndpointsTimedOutError, NoHealthyEndpointError, UnhealthyEndpointError, UnknownEndpointError
 from .events import (
     AllDownEvent,
     Callback,
@@ -54,7 +56,13 @@ from .events import (
 from .health import HealthResult, HealthStatus
 from .masking import mask_text
 from .monitor import HealthMonitor
+from .stall import StallWatch
 from .stamps import failed_generation
+
+_TRANSPORT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+#: A command waiting longer than this for its reply asks for a probe at once (seconds).
+STALL_THRESHOLD = 0.05
 
 logger = logging.getLogger("geofailover")
 
@@ -62,11 +70,15 @@ RoundHook = Callable[["FailoverEngine"], None]
 
 
 class SwitchListener(Protocol):
-    """What the engine needs of a connection pool: drop sockets of older generations."""
+    """Something holding sockets that must follow a switch (a pool, a pub/sub).
+
+    ``on_switch`` runs while the engine lock is held, so it only marks and
+    wakes (no I/O); work that needs the network goes to :meth:`FailoverEngine.submit`.
+    ``on_close`` runs when the engine closes."""
 
     def on_switch(self, generation: int) -> None: ...
 
-    def disconnect(self, inuse_connections: bool = True) -> None: ...
+    def on_close(self) -> None: ...
 
 
 class ControlAttachment(Protocol):
@@ -86,6 +98,48 @@ class _Hold:
     until: float | None  # wall clock expiry for pins
     reason: str | None
     since: float
+
+
+class _TaskQueue:
+    """One lazily started daemon thread running tasks in order (see ``submit``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.after_fork()
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, task: Callable[[], object]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        self._queue.put(task)
+
+    def _run(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            try:
+                task()
+            except Exception:  # a failed task must not stop the next ones
+                logger.exception("%s: task %r failed", self.name, task)
+
+    def close(self, timeout: float = 2.0) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
+
+def _none(generation: int) -> None:
+    return None
 
 
 def _raise(exc: BaseException) -> None:
@@ -128,14 +182,21 @@ class FailoverEngine:
         # one tuple so a reader never pairs an endpoint with another switch's generation.
         # Published last in a switch: whoever sees it finds the switch's events queued.
         self._routing: tuple[EndpointState | None, int] = (self._active, 0)
+        #: Bumped by every switch; a connection made under an older generation
+        #: talks to an endpoint that is no longer (or no longer surely) active.
+        #: A plain attribute, read lock-free on every command; only the engine writes it.
+        self.generation = 0
+        #: A command failed since the last success: the next success resets the
+        #: breaker's count (read on every command; only the engine writes it).
+        self.suspect = False
         self._hold: _Hold | None = None
         self._active_since = time.time()
         self._last_event: dict[str, Any] | None = None
-        self._suspect = False
         self._closed = False
         self._started = False
         self._observer = False
-        self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._tasks = _TaskQueue(f"geofailover-switch[{self.name}]")
         self._round_hooks: list[RoundHook] = []
         self._close_hooks: list[Callable[[FailoverEngine], None]] = []
         self._secrets = tuple(s for ep in self._states for s in ep.secrets)
@@ -145,6 +206,14 @@ class FailoverEngine:
         )
         #: The control plane attached by :mod:`geofailover_core.control`, if any.
         self.control: ControlAttachment | None = None
+        #: Whether the last switch left an endpoint that failed (rather than an
+        #: operator's or a failback's move): pools then wake commands in flight there.
+        self.last_switch_failed = False
+        self.stall_watch = StallWatch(
+            f"geofailover-stall[{self.name}]", STALL_THRESHOLD, config.health_check_timeout,
+            oldest=self._oldest_outstanding, alarm=self._on_stall,
+        )
+        self._stall_probes = 0
 
     # -- read side ---------------------------------------------------------------
 
@@ -156,12 +225,6 @@ class FailoverEngine:
         line: a switch queues both before it publishes the new endpoint."""
         ep = self._routing[0]
         return ep.name if ep is not None else None
-
-    @property
-    def generation(self) -> int:
-        """Bumped by every switch; a connection made under an older generation
-        talks to an endpoint that is no longer (or no longer surely) active."""
-        return self._routing[1]
 
     @property
     def routing(self) -> tuple[EndpointState | None, int]:
@@ -217,11 +280,6 @@ class FailoverEngine:
         only looks at the fleet, such as a CLI, never starts serving on it."""
         return self._started and self.monitor.running
 
-    @property
-    def suspect(self) -> bool:
-        """A command failed since the last success: the next success resets the breaker's count."""
-        return self._suspect
-
     def route(self) -> tuple[EndpointState, int]:
         """The active endpoint and generation, for a pool about to connect."""
         if not self._started:
@@ -230,10 +288,26 @@ class FailoverEngine:
         if ep is None:
             if self._closed:
                 raise NoHealthyEndpointError(f"geofailover[{self.name}]: engine is closed")
-            raise NoHealthyEndpointError(
-                f"geofailover[{self.name}]: no healthy endpoint ({self._down_summary()}); failing fast until one recovers"
-            )
+            raise self.all_down_error()
         return ep, generation
+
+    def all_down_error(self) -> NoHealthyEndpointError:
+        """The error for "no endpoint can serve", naming each endpoint's state,
+        chained to the real error of the highest-priority one (the exception a
+        wrong password or an untrusted certificate raised, not just "down")."""
+        causes = [ep.last_exception for ep in self._ranked if ep.last_exception is not None]
+        rejected = [ep for ep in self._states if ep.rejection]
+        summary = ", ".join(f"{ep.name}: {ep.rejection or f'{ep.health}/{ep.breaker_state}'}" for ep in self._states)
+        advice = (
+            "; a configuration problem, not an outage: check the password, ACL user and TLS settings of "
+            + ", ".join(ep.name for ep in rejected)
+            if rejected else "; failing fast until one recovers"
+        )
+        all_timeouts = len(causes) == len(self._states) and all(timed_out(c) for c in causes)
+        cls = AllEndpointsTimedOutError if all_timeouts else NoHealthyEndpointError
+        error = cls(f"geofailover[{self.name}]: no healthy endpoint ({summary}){advice}")
+        error.__cause__ = causes[0] if causes else None
+        return error
 
     def route_checked(self, check: Callable[[EndpointState], object]) -> EndpointState:
         """The active endpoint, after ``check(endpoint)`` succeeded on it.
@@ -260,9 +334,6 @@ class FailoverEngine:
                 )
         raise NoHealthyEndpointError(f"geofailover[{self.name}]: endpoint kept changing while connecting") from last
 
-    def _down_summary(self) -> str:
-        return ", ".join(f"{ep.name}: {ep.health}/{ep.breaker_state}" for ep in self._states)
-
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
@@ -274,6 +345,17 @@ class FailoverEngine:
                 return
             self._started = True
         self.monitor.start()
+        self.stall_watch.start()
+
+    def suspend(self) -> None:
+        """Stop probing until the next use restarts it (a CLI command that looked
+        at the fleet from inside an application's process leaves no monitor behind)."""
+        with self._start_lock:
+            if not self._started:
+                return
+            self._started = False
+        self.monitor.stop()
+        self.stall_watch.stop()
 
     def close(self) -> None:
         """Stop the monitor and event threads and close every socket this engine owns."""
@@ -285,7 +367,9 @@ class FailoverEngine:
             self._generation += 1
             generation = self._generation
             self._routing = (None, generation)
+            self.generation = generation
         self.monitor.stop()
+        self.stall_watch.stop()
         for hook in reversed(self._close_hooks):  # the control plane removes our heartbeat while probe clients exist
             try:
                 hook(self)
@@ -293,9 +377,13 @@ class FailoverEngine:
                 logger.exception("geofailover[%s]: close hook %r failed", self.name, hook)
         for ep in self._states:
             ep.close_probe_client()
-        for pool in list(self._pools):
-            pool.on_switch(generation)
-            pool.disconnect()
+        for listener in list(self._listeners):
+            try:
+                listener.on_switch(generation)
+                listener.on_close()
+            except Exception:
+                logger.exception("geofailover[%s]: closing %r failed", self.name, listener)
+        self._tasks.close()
         self.events.close()
 
     def after_fork_in_child(self) -> None:
@@ -304,13 +392,32 @@ class FailoverEngine:
         self._start_lock = threading.Lock()
         self._started = False
         self.monitor.after_fork()
+        self.stall_watch.after_fork()
         self.events._after_fork()
+        self._tasks.after_fork()
         for ep in self._states:
             ep.after_fork()
 
-    def register_pool(self, pool: SwitchListener) -> None:
-        """Have ``pool.on_switch(generation)`` called at every switch (held weakly)."""
-        self._pools.add(pool)
+    def add_switch_listener(self, listener: SwitchListener) -> None:
+        """Have ``listener.on_switch(generation)`` called at every switch and
+        ``listener.on_close()`` at close (held weakly: it goes with its owner)."""
+        self._listeners.add(listener)
+
+    def _on_stall(self) -> None:
+        self._stall_probes += 1
+        self.monitor.request_round()
+
+    def _oldest_outstanding(self) -> float | None:
+        generation = self.generation
+        times = [t for listener in list(self._listeners) if (t := getattr(listener, "oldest_outstanding", _none)(generation)) is not None]
+        return min(times) if times else None
+
+    def submit(self, task: Callable[[], object]) -> None:
+        """Run ``task()`` soon on the engine's switch worker thread: network work
+        a switch causes (re-subscribing a pub/sub) must not run under the engine
+        lock, nor delay the monitor or the thread that noticed the failure."""
+        if not self._closed:
+            self._tasks.submit(task)
 
     def add_round_hook(self, hook: RoundHook) -> Callable[[], None]:
         """Run ``hook(engine)`` on the monitor thread after every probe round; returns a remover."""
@@ -373,7 +480,9 @@ class FailoverEngine:
             ep.counters["command_failures"] += 1
             ep.last_error = text
             ep.last_error_at = time.time()
-            self._suspect = True
+            ep.last_exception = exc
+            ep.rejection = rejection(exc)
+            self.suspect = True
         if kind is Failure.CONCLUSIVE:
             ep.breaker.open()
         else:
@@ -391,7 +500,7 @@ class FailoverEngine:
         ep, current = self._routing
         if ep is None or generation != current:
             return
-        self._suspect = False
+        self.suspect = False
         if ep.breaker.fail_counter:
             try:
                 ep.breaker.call(_noop)
@@ -419,9 +528,15 @@ class FailoverEngine:
         that can take the command again (the retry policy decides whether it may)."""
         if isinstance(exc, NoHealthyEndpointError):
             return False
+        failed = failed_generation(exc, generation)
+        if failed != self.generation and isinstance(exc, _TRANSPORT_ERRORS):
+            # The socket belonged to an endpoint traffic already left (a switch
+            # woke it, or it was made just before one): whatever it says is
+            # not about the active endpoint, and the command may go there.
+            return self.active is not None
         if self.report_failure(generation, exc, command) is Failure.IGNORE:
             return False
-        return self.confirm(failed_generation(exc, generation)) and self.active is not None
+        return self.confirm(failed) and self.active is not None
 
     # -- signals -------------------------------------------------------------------
 
@@ -462,6 +577,8 @@ class FailoverEngine:
             else:
                 ep.health = result.status
                 ep.health_detail = result.detail
+                ep.last_exception = result.error
+                ep.rejection = rejection(result.error) if result.error is not None else None
                 if result.status is HealthStatus.HEALTHY:
                     if ep.healthy_since is None:
                         ep.healthy_since = started
@@ -566,6 +683,7 @@ class FailoverEngine:
         was masked when it was recorded (no string work here)."""
         old = self._active
         events = self._switch_events(old, target, reason, detail)
+        self.last_switch_failed = target is None or reason in (Reason.HEALTH_CHECK, Reason.CIRCUIT_BREAKER)
         self._active = target
         self._generation += 1
         generation = self._generation
@@ -579,6 +697,7 @@ class FailoverEngine:
             self._emit(event)
         # Visible now: whoever sees the new generation finds the events queued.
         self._routing = (target, generation)
+        self.generation = generation
         # Then idle sockets to the old endpoint go, and parked blocking commands
         # wake: after the route, so a woken command's socket is seen as stale
         # when it is released (never pooled again) and its retry connects to
@@ -601,11 +720,11 @@ class FailoverEngine:
         return [cls(config=self.name, from_endpoint=old.name, to_endpoint=new.name, reason=str(reason), detail=detail)]
 
     def _purge_pools(self, generation: int) -> None:
-        for pool in list(self._pools):
+        for listener in list(self._listeners):
             try:
-                pool.on_switch(generation)
+                listener.on_switch(generation)
             except Exception:
-                logger.exception("geofailover[%s]: pool cleanup after switch failed", self.name)
+                logger.exception("geofailover[%s]: switch listener %r failed", self.name, listener)
 
     def _after_switch(self) -> None:
         self.monitor.notify_all()  # wake callers waiting in confirm()
@@ -712,6 +831,7 @@ class FailoverEngine:
                 "all_down": active is None and not self._closed,
                 "generation": self._generation,
                 "monitor_running": self.monitor.running,
+                "stall_probes": self._stall_probes,  # probe rounds asked for by a command waiting for its reply
                 "hold": self.hold(),
                 "last_event": self._last_event,
                 "endpoints": [ep.snapshot(ep is active) for ep in self._states],
@@ -733,6 +853,7 @@ def observing(engines: list[FailoverEngine]) -> Iterator[list[FailoverEngine]]:
         yield observers
     finally:
         for engine in observers:
+            engine.suspend()  # the command started it only to look: the application's first use starts it again
             engine.events.flush(2.0)
             engine.observer = False
 

@@ -34,7 +34,20 @@ class ConfigurationError(GeoFailoverError, ValueError):
 
 
 class NoHealthyEndpointError(GeoFailoverError, redis.exceptions.ConnectionError):
-    """Every endpoint is down; commands fail fast until one recovers."""
+    """Every endpoint is down; commands fail fast until one recovers.
+
+    The message names each endpoint's state, and says so when an endpoint
+    refuses us (wrong password, ACL, untrusted certificate): that is a
+    configuration problem, not an outage. ``__cause__`` is the last error
+    seen from the highest-priority endpoint."""
+
+
+class AllEndpointsTimedOutError(NoHealthyEndpointError, redis.exceptions.TimeoutError):
+    """Every endpoint's last failure was a timeout (frozen or blackholed regions).
+
+    Also a ``redis.exceptions.TimeoutError``, so code that catches timeouts
+    to back off catches this too; code that catches ``ConnectionError`` (or
+    ``NoHealthyEndpointError``) is unaffected."""
 
 
 class UnknownEndpointError(GeoFailoverError, KeyError):
@@ -46,3 +59,14 @@ class UnknownEndpointError(GeoFailoverError, KeyError):
 
 class UnhealthyEndpointError(GeoFailoverError, redis.exceptions.ConnectionError):
     """A manual failover was asked for an endpoint that is down (pass ``force=True`` to insist)."""
+
+
+class ReplyLostError(GeoFailoverError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+    """The endpoint failed while this command's reply was outstanding, and the
+    engine moved traffic on: whether a write was applied there is unknown.
+
+    Both a ``ConnectionError`` (what a region that died raises) and a
+    ``TimeoutError`` (what a region that froze raises), because from the
+    caller's side it is either, and code written for one must catch it. Reads
+    are re-sent on the new endpoint and never see it; writes see it under the
+    ``read_only`` retry policy."""

@@ -30,11 +30,12 @@ import importlib
 import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import redis
 
+from .commands import rejection
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -53,9 +54,14 @@ class HealthStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class HealthResult:
+    """A check's answer. ``error``, when the check failed on an exception, is
+    that exception: the engine chains it to ``NoHealthyEndpointError`` and
+    tells a rejection (credentials, ACL, TLS) and a timeout from an outage."""
+
     status: HealthStatus
     detail: str = ""
     latency: float | None = None
+    error: BaseException | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def healthy(cls, detail: str = "", latency: float | None = None) -> HealthResult:
@@ -145,11 +151,12 @@ class PingHealthCheck:
         started = time.monotonic()
         try:
             ok = ctx.client.ping()
-        except redis.exceptions.ResponseError as exc:
-            # LOADING, MASTERDOWN, NOAUTH...: the server answers but cannot serve.
-            return HealthResult.unhealthy(f"PING: {exc}", time.monotonic() - started)
         except (redis.exceptions.RedisError, OSError) as exc:
-            return HealthResult.unhealthy(f"PING: {type(exc).__name__}: {exc}", time.monotonic() - started)
+            # A ResponseError (LOADING, MASTERDOWN...) means the server answers but cannot serve.
+            text = str(exc) if type(exc) is redis.exceptions.ResponseError else f"{type(exc).__name__}: {exc}"
+            problem = rejection(exc)
+            detail = f"{problem} (PING: {text})" if problem else f"PING: {text}"
+            return HealthResult(HealthStatus.UNHEALTHY, detail, time.monotonic() - started, error=exc)
         latency = time.monotonic() - started
         if ok:
             return HealthResult.healthy("PONG", latency)
@@ -309,7 +316,7 @@ def combine_probes(results: Sequence[HealthResult], policy: str) -> HealthResult
     latencies = [r.latency for r in good if r.latency is not None]
     if ok:
         return HealthResult.healthy(good[-1].detail, min(latencies) if latencies else None)
-    return HealthResult(HealthStatus.UNHEALTHY, bad[-1].detail, bad[-1].latency)
+    return HealthResult(HealthStatus.UNHEALTHY, bad[-1].detail, bad[-1].latency, error=bad[-1].error)
 
 
 def combine_checks(results: Sequence[tuple[str, HealthResult]], policy: str = "all") -> HealthResult:
@@ -345,5 +352,5 @@ def combine_checks(results: Sequence[tuple[str, HealthResult]], policy: str = "a
         detail = results[0][1].detail if total == 1 else f"{len(good)}/{total} checks passed"
         return HealthResult.healthy(detail, latency)
     if not needed(len(good) + len(unsure)):
-        return HealthResult(HealthStatus.UNHEALTHY, "; ".join(label(n, x) for n, x in bad), bad[0][1].latency)
+        return HealthResult(HealthStatus.UNHEALTHY, "; ".join(label(n, x) for n, x in bad), bad[0][1].latency, error=bad[0][1].error)
     return HealthResult(HealthStatus.INCONCLUSIVE, "; ".join(label(n, x) for n, x in unsure), unsure[0][1].latency)

@@ -1,8 +1,9 @@
 """The health monitor: one thread per engine that probes every endpoint each interval.
 
-Probes of one round run concurrently on a small worker pool (at most one
-worker per endpoint, created once and reused), so a blackholed region costs
-one probe timeout per round, not one per endpoint. The command path can ask
+Probes of one round run concurrently, one daemon worker thread per endpoint
+(created once and reused), so a blackholed region costs one probe timeout
+per round, not one per endpoint; and a custom check that hangs holds only
+its own worker, never ``close()`` or the interpreter's exit. The command path can ask
 for an immediate round (:meth:`HealthMonitor.confirm`) when a command fails,
 which is how a frozen endpoint is failed over from within about one socket
 timeout instead of waiting for several consecutive timeouts.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +23,40 @@ from .endpoint import EndpointState
 from .health import HealthResult
 
 logger = logging.getLogger("geofailover")
+
+
+class _ProbeWorker:
+    """A daemon thread running one endpoint's checks, one round at a time."""
+
+    def __init__(self, name: str, done: Callable[[], None]) -> None:
+        self._queue: queue.SimpleQueue[tuple[concurrent.futures.Future[HealthResult], Callable[[], HealthResult]] | None] = queue.SimpleQueue()
+        self._done = done
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], HealthResult]) -> concurrent.futures.Future[HealthResult]:
+        future: concurrent.futures.Future[HealthResult] = concurrent.futures.Future()
+        self._queue.put((future, fn))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # noqa: BLE001 - reported as inconclusive by the round
+                    future.set_exception(exc)
+            self._done()
+
+#: Seconds the first probe round waits after start unless a round is asked for.
+FIRST_ROUND_DELAY = 0.05
 
 #: ``(endpoint, verdict, monotonic start of the round)``: one endpoint's verdict of a round.
 ApplyProbe = Callable[[EndpointState, HealthResult, float], None]
@@ -56,7 +92,7 @@ class HealthMonitor:
     def _reset(self) -> None:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._workers: dict[str, _ProbeWorker] = {}
         self._inflight: dict[str, concurrent.futures.Future[HealthResult]] = {}
         self._stopping = False
         self._wake = False
@@ -77,28 +113,27 @@ class HealthMonitor:
 
     def start(self) -> None:
         with self._cond:
-            if self.running or self._stopping:
+            if self.running:
                 return
-            name = self.name
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(1, len(self._endpoints)),
-                thread_name_prefix=f"geofailover-probe[{name}]",
-            )
-            self._thread = threading.Thread(target=self._run, name=f"geofailover-monitor[{name}]", daemon=True)
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name=f"geofailover-monitor[{self.name}]", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the monitor. The round in progress ends at once (its waits watch
+        ``_stopping``); a check still running is left to its daemon worker,
+        which exits after it: a hung custom check never holds ``close()``."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-            thread, executor = self._thread, self._executor
+            thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
         with self._cond:
+            for worker in self._workers.values():
+                worker.stop()
             self._thread = None
-            self._executor = None
+            self._workers = {}
             self._inflight.clear()
 
     def request_round(self) -> int:
@@ -131,6 +166,16 @@ class HealthMonitor:
 
     def _run(self) -> None:
         interval = self.config.probe_interval
+        with self._cond:
+            # The first round waits a moment (or until someone asks for a round):
+            # the application's first command, which started the monitor, goes
+            # first instead of queueing behind probe connections for the GIL.
+            deadline = time.monotonic() + min(FIRST_ROUND_DELAY, interval)
+            while not self._stopping and not self._wake and (remaining := deadline - time.monotonic()) > 0:
+                self._cond.wait(remaining)
+            if self._stopping:
+                return
+            self._workers = {ep.name: _ProbeWorker(f"geofailover-probe[{self.name}:{ep.name}]", self.notify_all) for ep in self._endpoints}
         while True:
             with self._cond:
                 if self._stopping:
@@ -163,8 +208,8 @@ class HealthMonitor:
     def _round(self) -> None:
         started = time.monotonic()
         config = self.config
-        executor = self._executor
-        if executor is None:
+        workers = self._workers
+        if not workers:
             return
         budget = (
             config.health_check_probes * config.health_check_timeout * 2  # connect + command
@@ -176,13 +221,18 @@ class HealthMonitor:
             previous = self._inflight.get(ep.name)
             if previous is not None and not previous.done():
                 continue  # a check that ignores its timeout: do not pile up more
-            try:
-                fut = executor.submit(ep.run_checks, config)
-            except RuntimeError:  # executor shut down under us (close())
-                return
+            fut = workers[ep.name].submit(lambda ep=ep: ep.run_checks(config))  # type: ignore[misc]
             self._inflight[ep.name] = fut
             futures[ep] = fut
-        concurrent.futures.wait(list(futures.values()), timeout=budget)
+        deadline = started + budget
+        with self._cond:
+            while not self._stopping and not all(f.done() for f in futures.values()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            if self._stopping:
+                return
         for ep in self._endpoints:
             pending = futures.get(ep)
             if pending is None or not pending.done():

@@ -17,7 +17,9 @@ endpoint instead of waiting on a dead region.
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 from queue import Empty, Full
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,8 @@ from .stamps import endpoint_of, generation_of, is_blocking, mark_unsent, set_wo
 if TYPE_CHECKING:
     from .config import FailoverConfig
 
+_monotonic = time.monotonic
+
 # redis-py >= 6 has a dedicated class; earlier versions raised ConnectionError.
 _MAX_CONNECTIONS_ERROR: type[Exception] = getattr(redis.exceptions, "MaxConnectionsError", redis.exceptions.ConnectionError)
 
@@ -43,7 +47,11 @@ _ENDPOINT_KWARGS = ("password", "username", "credential_provider", "ssl_password
 
 def wake(conn: AbstractConnection) -> None:
     """Wake a thread blocked reading ``conn`` (shutdown, never close: the
-    reader owns the socket and closes it itself)."""
+    reader owns the socket and closes it itself). Only in the process that
+    made the socket: a forked child shares its parent's sockets, and a
+    shutdown there would break the parent's command."""
+    if getattr(conn, "pid", None) != os.getpid():
+        return
     set_woken(conn)
     sock = getattr(conn, "_sock", None)
     if sock is not None:
@@ -68,7 +76,7 @@ class FailoverPoolMixin:
         self._endpoint_params = {}
         # Bound once: the command path calls it for every command.
         self._base_get_connection: Any = super().get_connection  # type: ignore[misc]
-        engine.register_pool(self)  # type: ignore[arg-type]
+        engine.add_switch_listener(self)
 
     @property
     def engine(self) -> FailoverEngine:
@@ -89,7 +97,10 @@ class FailoverPoolMixin:
         return conn
 
     def owns_connection(self, connection: Any) -> bool:
-        return bool(connection.pid == self.pid and generation_of(connection) == self._engine.generation)  # type: ignore[attr-defined]
+        # Called by release() for every command: the command is over, and a
+        # connection of an older generation is discarded.
+        connection._geofailover_since = 0.0
+        return bool(connection.pid == self.pid and connection._geofailover_gen == self._engine.generation)  # type: ignore[attr-defined]
 
     def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         try:
@@ -98,8 +109,32 @@ class FailoverPoolMixin:
             mark_unsent(exc)  # nothing was sent: always safe to retry elsewhere
             raise
         if conn._geofailover_gen == self._engine.generation:  # every connection here is a ManagedConnection
+            conn._geofailover_since = _monotonic()
             return conn
         return self._replace_stale(conn)
+
+    def _lent(self) -> list[Any]:
+        raise NotImplementedError
+
+    def oldest_outstanding(self, generation: int) -> float | None:
+        """Monotonic time the longest-running command on ``generation`` started
+        (blocking commands and pub/sub excluded: their waits are their own)."""
+        oldest: float | None = None
+        for conn in self._lent():
+            since = conn._geofailover_since
+            if since and conn._geofailover_gen == generation and not is_blocking(conn) and (oldest is None or since < oldest):
+                oldest = since
+        return oldest
+
+    def _wake_stale(self, lent: list[Any], generation: int) -> None:
+        """After a switch, wake in-use sockets of older generations: blocking
+        commands always (they wait on a region traffic left), commands in
+        flight only when the old endpoint *failed* (a frozen region never
+        answers them; after a manual switch they finish where they are)."""
+        failed = self._engine.last_switch_failed
+        for conn in lent:
+            if generation_of(conn) != generation and (is_blocking(conn) or (failed and conn._geofailover_since)):
+                wake(conn)
 
     def _replace_stale(self, conn: Any) -> Any:
         """A connection made just before a switch: discard it and take a fresh one."""
@@ -112,9 +147,16 @@ class FailoverPoolMixin:
                 mark_unsent(exc)
                 raise
             if generation_of(conn) == engine.generation:
+                conn._geofailover_since = _monotonic()
                 return conn
         self.release(conn)  # type: ignore[attr-defined]
         raise NoHealthyEndpointError(f"geofailover[{engine.name}]: endpoint kept changing while connecting")
+
+    def on_switch(self, generation: int) -> None:
+        raise NotImplementedError  # each pool class drops its own stale sockets
+
+    def on_close(self) -> None:
+        self.disconnect()  # type: ignore[attr-defined]
 
     def active_endpoint_of(self, connection: Any) -> str | None:
         """Endpoint name a connection of this pool talks to."""
@@ -159,17 +201,21 @@ class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
 
     def on_switch(self, generation: int) -> None:
         """The engine switched: drop idle sockets of older generations, wake parked blocking commands."""
+        if self.pid != os.getpid():
+            return  # a forked child: these are the parent's sockets (redis-py resets the pool on first use here)
         with self._lock:
             stale = [c for c in self._available_connections if generation_of(c) != generation]
             if not stale and not self._in_use_connections:
                 return
             self._available_connections = [c for c in self._available_connections if generation_of(c) == generation]
             self._created_connections -= len(stale)
-            parked = [c for c in self._in_use_connections if is_blocking(c) and generation_of(c) != generation]
+            lent = list(self._in_use_connections)
         for conn in stale:
             conn.disconnect()
-        for conn in parked:
-            wake(conn)
+        self._wake_stale(lent, generation)
+
+    def _lent(self) -> list[Any]:
+        return list(self._in_use_connections)
 
 
 class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnectionPool):
@@ -198,6 +244,8 @@ class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnection
 
     def on_switch(self, generation: int) -> None:
         """The engine switched: drop idle sockets of older generations, wake parked blocking commands."""
+        if self.pid != os.getpid():
+            return  # a forked child: these are the parent's sockets (redis-py resets the pool on first use here)
         stale: list[Any] = []
         fresh: list[Any] = []
         slots = 0
@@ -221,9 +269,28 @@ class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnection
         self._connections = [c for c in self._connections if id(c) not in stale_ids]
         for conn in stale:
             conn.disconnect()
-        for conn in list(self._connections):
-            if is_blocking(conn) and generation_of(conn) != generation:
-                wake(conn)
+        self._wake_stale(list(self._connections), generation)
+
+    def _lent(self) -> list[Any]:
+        return list(self._connections)
 
 
-__all__ = ["FailoverBlockingConnectionPool", "FailoverConnectionPool", "FailoverPoolMixin", "wake"]
+def failover_pool(
+    engine: FailoverEngine,
+    *,
+    blocking_pool: bool = False,
+    max_connections: int | None = None,
+    pool_timeout: float = 20.0,
+    config: FailoverConfig | None = None,
+    **client_options: Any,
+) -> FailoverPoolMixin:
+    """The pool for a client's pool settings (``FailoverRedis``'s keyword
+    arguments, which adapters expose as settings): blocking or not, its size.
+    ``config``: the client's own configuration, whose connection options its
+    connections use (by default the engine's)."""
+    if blocking_pool:
+        return FailoverBlockingConnectionPool(engine, max_connections=max_connections or 50, timeout=pool_timeout, config=config, **client_options)
+    return FailoverConnectionPool(engine, max_connections=max_connections, config=config, **client_options)
+
+
+__all__ = ["FailoverBlockingConnectionPool", "FailoverConnectionPool", "FailoverPoolMixin", "failover_pool", "wake"]

@@ -25,6 +25,12 @@ from .forking import after_fork_in_child
 
 _lock = threading.Lock()
 _engines: dict[str, FailoverEngine] = {}
+# Clients that own a share of an engine (FailoverRedis built from endpoints or
+# a name). The engine closes when the last share is released, unless someone
+# asked for it with get_engine (an adapter, an application): those live until
+# closed explicitly or the process ends.
+_shares: dict[str, int] = {}
+_kept: set[str] = set()
 
 
 def build_engine(config: FailoverConfig | Mapping[str, Any] | str, *, observer: bool = False) -> FailoverEngine:
@@ -39,7 +45,8 @@ def build_engine(config: FailoverConfig | Mapping[str, Any] | str, *, observer: 
 
 
 def get_engine(config: FailoverConfig | Mapping[str, Any] | str, *, own_connections: bool = False) -> FailoverEngine:
-    """Return the engine for ``config.name``, creating it on first use.
+    """Return the engine for ``config.name``, creating it on first use; it
+    lives until it is closed (``engine.close()``, :func:`close_all`).
 
     Asking for an existing name with different engine options (endpoints,
     checks, intervals, failback...) is a configuration error: two parts of
@@ -51,7 +58,38 @@ def get_engine(config: FailoverConfig | Mapping[str, Any] | str, *, own_connecti
     ``engine.config`` must agree on those too, or it would silently get
     another client's.
     """
-    config = FailoverConfig.coerce(config)
+    engine = _get(FailoverConfig.coerce(config), own_connections)
+    with _lock:
+        _kept.add(engine.name)
+    return engine
+
+
+def acquire(
+    config: FailoverConfig | Mapping[str, Any] | str | None = None, *, name: str | None = None, own_connections: bool = False
+) -> FailoverEngine:
+    """Like :func:`get_engine` (or :func:`lookup` with ``name``), taking a share
+    that :func:`release` gives back: the engine's threads stop and its name is
+    free again when the last share is released."""
+    engine = lookup(name) if config is None and name is not None else _get(FailoverConfig.coerce(config), own_connections)  # type: ignore[arg-type]
+    with _lock:
+        _shares[engine.name] = _shares.get(engine.name, 0) + 1
+    return engine
+
+
+def release(engine: FailoverEngine) -> None:
+    """Give back a share taken by :func:`acquire`; the last one closes the engine
+    (unless it was also asked for with :func:`get_engine`)."""
+    with _lock:
+        if _engines.get(engine.name) is not engine:
+            return
+        left = _shares.get(engine.name, 0) - 1
+        _shares[engine.name] = max(0, left)
+        last = left <= 0 and engine.name not in _kept
+    if last:
+        engine.close()
+
+
+def _get(config: FailoverConfig, own_connections: bool) -> FailoverEngine:
     with _lock:
         engine = _engines.get(config.name)
         if engine is not None and not engine.closed:
@@ -98,6 +136,8 @@ def _forget(engine: FailoverEngine) -> None:
     with _lock:
         if _engines.get(engine.name) is engine:
             del _engines[engine.name]
+            _shares.pop(engine.name, None)
+            _kept.discard(engine.name)
 
 
 def close_all() -> None:
@@ -113,4 +153,4 @@ def _after_fork_in_child() -> None:
         engine.after_fork_in_child()
 
 
-__all__ = ["build_engine", "close_all", "engines", "get_engine", "lookup"]
+__all__ = ["acquire", "build_engine", "close_all", "engines", "get_engine", "lookup", "release"]

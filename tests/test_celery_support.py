@@ -319,6 +319,3 @@ def _celery_env(redis_server_factory: Callable[..., list[RedisServer]], tmp_path
     os.environ.clear()
     os.environ.update(saved_environ)
     registry.close_all()
-    from geofailover_celery.endpoints import forget_clients
-
-    forget_clients()

@@ -111,7 +111,7 @@ def test_configuration_from_a_toml_file(tmp_path: Path) -> None:
         (["--config", "/nonexistent/g.toml"], {}, "--config", "check the path"),
         (["--url", "redis://h/0", "-o", "novalue"], {}, "-o", "KEY=VALUE"),
         (["--url", "redis://h/0", "-o", "health_check_intervall=1"], {}, "health_check_intervall", "did you mean 'health_check_interval'"),
-        (["--url", "http://h/0"], {}, "endpoints[0].url", "redis://"),
+        (["--url", "http://h/0"], {}, "endpoints['h:6379'].url", "redis://"),
     ],
 )
 def test_configuration_mistakes_name_the_setting_and_the_fix(argv: list[str], environ: dict[str, str], setting: str, fix: str) -> None:

@@ -53,26 +53,26 @@ def cleanup() -> Iterator[list[FailoverRedis]]:
         ({"endpoints": URL, "protocol": 4}, "protocol"),
         ({"endpoints": URL, "encoding": "no-such-codec"}, "encoding"),
         ({"endpoints": [{"url": URL, "name": "a", "socket_timeout": -1}]}, "endpoints['a'].socket_timeout"),
-        ({"endpoints": "redis://h:0/0"}, "endpoints[0].url"),
-        ({"endpoints": "redis://h:1/-1"}, "endpoints[0].url"),
-        ({"endpoints": "redis://h:1/abc"}, "endpoints[0].url"),  # was db 0, silently
-        ({"endpoints": "redis://h:1/99999"}, "endpoints[0].url"),
-        ({"endpoints": "redis://h:1/0?db=abc"}, "endpoints[0].url?.db"),
-        ({"endpoints": "redis://h:1/0?socket_timeout=-5"}, "endpoints[0].url?.socket_timeout"),
-        ({"endpoints": "redis://h:1/0?socket_connect_timeout=nan"}, "endpoints[0].url?.socket_connect_timeout"),
-        ({"endpoints": "redis://h:1/0?max_connections=0"}, "endpoints[0].url?.max_connections"),
-        ({"endpoints": "redis://h:1/0?health_check_interval=-1"}, "endpoints[0].url?.health_check_interval"),
-        ({"endpoints": "rediss://h:1/0?ssl_cert_reqs=bogus"}, "endpoints[0].url?.ssl_cert_reqs"),
-        ({"endpoints": "redis://h:1/0?decode_responses=maybe"}, "endpoints[0].url?.decode_responses"),
-        ({"endpoints": "redis://h:1/0?retry=3"}, "endpoints[0].url?.retry"),
-        ({"endpoints": "redis://h:1/0?probe_interval=1"}, "endpoints[0].url?.probe_interval"),
-        ({"endpoints": "redis://h:1/0?db=1&db=2"}, "endpoints[0].url?.db"),
-        ({"endpoints": "redis://h:1/1?db=2"}, "endpoints[0].url?.db"),
+        ({"endpoints": "redis://h:0/0"}, "endpoints['h:0'].url"),
+        ({"endpoints": "redis://h:1/-1"}, "endpoints['h:1'].url"),
+        ({"endpoints": "redis://h:1/abc"}, "endpoints['h:1'].url"),  # was db 0, silently
+        ({"endpoints": "redis://h:1/99999"}, "endpoints['h:1'].url"),
+        ({"endpoints": "redis://h:1/0?db=abc"}, "endpoints['h:1'].url?.db"),
+        ({"endpoints": "redis://h:1/0?socket_timeout=-5"}, "endpoints['h:1'].url?.socket_timeout"),
+        ({"endpoints": "redis://h:1/0?socket_connect_timeout=nan"}, "endpoints['h:1'].url?.socket_connect_timeout"),
+        ({"endpoints": "redis://h:1/0?max_connections=0"}, "endpoints['h:1'].url?.max_connections"),
+        ({"endpoints": "redis://h:1/0?health_check_interval=-1"}, "endpoints['h:1'].url?.health_check_interval"),
+        ({"endpoints": "rediss://h:1/0?ssl_cert_reqs=bogus"}, "endpoints['h:1'].url?.ssl_cert_reqs"),
+        ({"endpoints": "redis://h:1/0?decode_responses=maybe"}, "endpoints['h:1'].url?.decode_responses"),
+        ({"endpoints": "redis://h:1/0?retry=3"}, "endpoints['h:1'].url?.retry"),
+        ({"endpoints": "redis://h:1/0?probe_interval=1"}, "endpoints['h:1'].url?.probe_interval"),
+        ({"endpoints": "redis://h:1/0?db=1&db=2"}, "endpoints['h:1'].url?.db"),
+        ({"endpoints": "redis://h:1/1?db=2"}, "endpoints['h:1'].url?.db"),
         ({"endpoints": "redis://h:1/0?weight=2&weight=3"}, "endpoints[0].weight"),
         ({"endpoints": "redis://h:1/0?weight=1e-300"}, "endpoints['h:1'].weight"),
         ({"endpoints": [{"url": "redis://h:1/0?weight=2", "weight": 3}]}, "endpoints[0].weight"),
         ({"endpoints": "redis://h:1/0#frag"}, "endpoints[0].url"),
-        ({"endpoints": "unix://"}, "endpoints[0].url"),
+        ({"endpoints": "unix://"}, "endpoints['unix-0'].url"),
     ],
 )
 def test_values_that_cannot_be_meant_are_refused(settings: dict[str, Any], setting: str) -> None:
@@ -105,13 +105,13 @@ def test_socket_timeout_in_the_url_is_refused_not_left_to_fail_every_command(two
     # while the probes (which use their own timeout) keep the endpoint healthy.
     with pytest.raises(ConfigurationError) as info:
         FailoverRedis.from_url(f"{two[0].url}?name=a&socket_timeout=-5;{two[1].url}?name=b", name="negative-timeout")
-    assert info.value.setting == "endpoints[0].url?.socket_timeout"
+    assert info.value.setting == "endpoints['a'].url?.socket_timeout"
 
 
 def test_a_database_that_is_not_a_number_is_refused_not_db_0(two: list[RedisServer]) -> None:
     with pytest.raises(ConfigurationError) as info:
         FailoverRedis.from_url(f"redis://{two[0].host}:{two[0].port}/abc?name=a", name="db-abc")
-    assert info.value.setting == "endpoints[0].url"
+    assert info.value.setting == "endpoints['a'].url"
 
 
 def test_url_query_options_mean_what_they_say(two: list[RedisServer], cleanup: list[FailoverRedis]) -> None:

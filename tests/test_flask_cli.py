@@ -23,7 +23,7 @@ from geofailover_core import cli as core_cli
 from geofailover_core import registry
 from geofailover_core.engine import FailoverEngine
 from geofailover_core.testing import RedisServer, wait_until
-from geofailover_flask import GeoFailover
+from geofailover_flask import GeoFailover, signals
 from geofailover_flask.cli import geofailover_command
 
 from .test_flask_support import FAST, new_app
@@ -159,6 +159,59 @@ def test_status_and_check_through_the_core_cli(redis_server_factory: Any) -> Non
     result = runner.invoke(args=["geofailover", "check", "--json"])
     assert result.exit_code == 1, result.output  # degraded
     assert "cli-s3cr3t" not in result.output
+
+
+def test_commands_fire_no_signals_in_the_command_process(two: list[RedisServer]) -> None:
+    """`flask geofailover status` and `failover` probe during an outage and see the
+    switch a -> b; it describes the command's own probes, not traffic, so the app's
+    receivers (which page on-call) must not run in the command's process."""
+    heard: list[str] = []
+
+    def receiver(sender: Flask, event: Any, **extra: Any) -> None:
+        heard.append(event.kind)
+
+    two[0].kill()
+    try:
+        for args in (["status", "--json"], ["failover", "--to", "b", "--wait", "0"]):
+            registry.close_all()  # each command runs in a process of its own: a fresh, idle engine
+            app = new_app(two)
+            GeoFailover().init_app(app)
+            for signal in (signals.failover, signals.failback, signals.all_down):
+                signal.connect(receiver, app, weak=False)
+            engine = app.extensions["geofailover"]["default"].engine
+            result = app.test_cli_runner().invoke(args=["geofailover", *args])
+            assert result.exit_code in (0, 1), result.output
+            assert engine.active == "b"  # the command's probes did move this process's engine
+            assert engine.events.flush(5)
+            assert heard == [], f"{args[0]}: receivers ran in the command process: {heard}"
+            # The same receivers do hear this process's own switches once the command is over
+            # (back to the higher-priority a: a failback).
+            engine.failover_to("a", force=True)
+            wait_until(lambda: "failback" in heard, timeout=5, message="the receiver is not connected")
+            heard.clear()
+    finally:
+        for signal in (signals.failover, signals.failback, signals.all_down):
+            signal.disconnect(receiver)
+
+
+def test_a_settings_typo_is_one_error_line_not_a_traceback(two: list[RedisServer]) -> None:
+    """The app factory runs while `flask` looks up the command; a ConfigurationError
+    there is shown as its message (naming the key) with exit code 2."""
+    env = {
+        **os.environ,
+        "FLASK_GEOFAILOVER_URL": f"{two[0].url}?name=us-east;{two[1].url}?name=eu-west",
+        "FLASK_GEOFAILOVER_OPTIONS": json.dumps({"socket_timout": 1}),
+        "PYTHONPATH": os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]),
+    }
+    for command in (["geofailover", "status"], ["geofailover", "failover", "--to", "eu-west"], ["routes"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "hitcounter", *command],
+            cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=30, check=False,
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "GEOFAILOVER_OPTIONS['socket_timout']" in done.stderr and "did you mean 'socket_timeout'" in done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def status_active(status: dict[str, Any]) -> Any:

@@ -1,14 +1,9 @@
-"""Django integration of geofailover: a failover-aware django-redis cache backend.
+"""Django integration of geofailover: a failover-aware django-redis cache backend
+(``geofailover_django.cache.GeoFailoverCache``), signals, a readiness view,
+``manage.py geofailover`` and system checks; see docs/django.md.
 
-* ``geofailover_django.cache.GeoFailoverCache``: the ``CACHES`` backend;
-* ``geofailover_django.signals``: ``failover``, ``failback``, ``health_changed``,
-  ``all_down``, ``recovered``;
-* ``geofailover_django.views.health`` (``geofailover_django.urls``): readiness view;
-* ``manage.py geofailover``: status and fleet-wide control (app in INSTALLED_APPS);
-* system checks for every setting.
-
-See docs/django.md. Importing this package imports nothing from Django, so it
-is safe to name in settings before Django is configured.
+Importing this package imports nothing from Django, so it is safe to name in
+settings before Django is configured.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Django app: system checks and ``manage.py geofailover``.
-
-The cache backend works without the app; installing it adds the management
-command and registers the system checks at start-up.
-"""
+"""Django app: adds ``manage.py geofailover`` and registers the system checks at
+start-up (the cache backend itself works without the app)."""
 
 from __future__ import annotations
 

@@ -1,117 +1,96 @@
 """Per-process state of one geofailover cache alias.
 
-Django builds a cache backend, and so a django-redis client, per thread (and
-per async context). What must exist once per alias per process lives here:
-
-* the engine, looked up in the core registry (one per configuration name per
-  process), so every thread's backend shares one monitor and one set of
-  breakers;
-* the bridge from engine events to :mod:`geofailover_django.signals`, set up
-  the first time the alias is used, not in ``AppConfig.ready()``, so it works
-  even when the app is not installed;
-* the "ignored errors" bookkeeping, so ``IGNORE_EXCEPTIONS`` logs once per
-  outage instead of once per cache call.
-
-A binding never decides anything about failover: that is the engine's job.
+Django builds a cache backend (and a django-redis client) per thread and per
+async context. What must exist once per alias per process lives here: the
+settings, parsed once; the engine, shared by every thread's backend; the
+bridge from engine events to :mod:`geofailover_django.signals`, set up on
+first use rather than in ``AppConfig.ready()`` so that it works without the
+app installed; and the ``IGNORE_EXCEPTIONS`` outage log (once per outage, not
+once per cache call). No failover decision is taken here.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
-from geofailover_core import registry
+import django.db
+
+from geofailover_core.adapters import SettingNames, engine_for
 from geofailover_core.engine import FailoverEngine
 from geofailover_core.events import GeoEvent
+from geofailover_core.forking import after_fork_in_child
 from geofailover_core.masking import mask_text
 
-from .conf import CacheSettings
+from . import signals
+from .conf import CacheSettings, require, where
 
 logger = logging.getLogger("geofailover.django")
 
-_lock = threading.Lock()
-_bindings: dict[str, CacheBinding] = {}
-# Django builds a backend per thread, and under ASGI per request context: the
-# settings of an alias are parsed once, not every time (bounded; keyed by the
-# settings' repr, so changed settings are parsed again).
-_memo: dict[tuple[Any, ...], CacheBinding] = {}
-_MEMO_SIZE = 64
+_lock = threading.Lock()  # guards the bindings, their engines and their outage counts
+#: By alias; a backend built by hand (no alias) by the settings it was built from.
+_bindings: dict[Hashable, CacheBinding] = {}
 
 
 class CacheBinding:
-    """The engine, signal bridge and outage log of one alias in this process."""
+    """The settings, engine, signal bridge and outage log of one alias in this process."""
 
-    def __init__(self, settings: CacheSettings, sender: type[Any]) -> None:
+    def __init__(self, settings: CacheSettings, sender: type[Any], source: Hashable) -> None:
         self.settings = settings
         self.alias = settings.alias
+        self.label = self.alias if self.alias is not None else settings.config.name  # for log lines
         self.sender = sender
-        self._lock = threading.Lock()
+        self.source = source  # the settings as written: a change makes a new binding
         self._engine: FailoverEngine | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._secrets = tuple(s for ep in settings.config.endpoints for s in ep.secrets)
         self.ignoring = False  # read without the lock on the hot path
         self.ignored = 0
-        # True while a management command uses the engine only to look at the
-        # fleet: its probe results are this process's view, not a switch of
-        # serving traffic, so they must not fire the project's receivers.
-        self.observer = False
-
-    @property
-    def label(self) -> str:
-        return self.alias if self.alias is not None else self.settings.engine_name
 
     def engine(self) -> FailoverEngine:
         """The live engine of this alias; a closed one is replaced (tests, shutdown hooks)."""
         engine = self._engine
         if engine is not None and not engine.closed:
             return engine
-        with self._lock:
-            engine = self._engine
-            if engine is None or engine.closed:
-                engine = registry.get_engine(self.settings.config)
+        with _lock:
+            if self._engine is None or self._engine.closed:
+                engine = engine_for(self.settings.config, SettingNames(where(self.alias), f"{where(self.alias)}['OPTIONS']['GEOFAILOVER']"))
                 if self._unsubscribe is not None:
                     self._unsubscribe()
                 self._unsubscribe = engine.on("*", self._relay)
                 self._engine = engine
-            return engine
+            return self._engine
 
     def detach(self) -> None:
         """Stop relaying events (the alias was reconfigured)."""
-        with self._lock:
+        with _lock:
             if self._unsubscribe is not None:
                 self._unsubscribe()
-            self._unsubscribe = None
-            self._engine = None
-
-    # -- signals ----------------------------------------------------------------------
+            self._unsubscribe = self._engine = None
 
     def _relay(self, event: GeoEvent) -> None:
-        """Runs on the engine's event thread: send the matching Django signal robustly."""
-        from . import signals
-
+        """On the engine's event thread: send the matching signal. ``send_robust``
+        logs a raising receiver (``django.dispatch``) and still runs the others."""
         signal = signals.BY_KIND.get(event.kind)
-        if signal is None or self.observer:
+        if signal is None:
             return
         try:
-            results = signal.send_robust(sender=self.sender, alias=self.alias, event=event)
+            signal.send_robust(sender=self.sender, alias=self.alias, event=event)
         finally:
-            _close_db_connections()
-        for receiver, result in results:
-            if isinstance(result, BaseException):
-                logger.error(
-                    "geofailover cache %r: receiver %s of signal %s raised %s; the other receivers still ran",
-                    self.label, _describe(receiver), event.kind, type(result).__name__,
-                    exc_info=(type(result), result, result.__traceback__),
-                )
+            # No request cycle ever ends on this thread: close the database
+            # connections receivers opened, as Django does after a request.
+            try:
+                django.db.close_old_connections()
+            except Exception:  # no database configured, or it is down: not our concern here
+                logger.debug("close_old_connections failed after a geofailover signal", exc_info=True)
 
     # -- IGNORE_EXCEPTIONS bookkeeping --------------------------------------------------
 
     def note_ignored(self, exc: BaseException | None) -> None:
         """An error is about to be swallowed by IGNORE_EXCEPTIONS: log the first of an outage."""
-        with self._lock:
+        with _lock:
             self.ignored += 1
             if self.ignoring:
                 return
@@ -125,66 +104,34 @@ class CacheBinding:
 
     def note_success(self) -> None:
         """A cache call succeeded: end the outage, if one was being logged."""
-        with self._lock:
+        with _lock:
             if not self.ignoring:
                 return
             self.ignoring = False
             count, self.ignored = self.ignored, 0
         logger.info("geofailover cache %r: Redis commands succeed again after %d ignored error(s)", self.label, count)
 
-    def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return f"<CacheBinding alias={self.alias!r} engine={self.settings.engine_name!r}>"
+def binding_for(sender: type[Any], alias: str | None, location: Any, params: Any) -> CacheBinding:
+    """The binding of a backend built from these settings (raises ImproperlyConfigured).
 
-
-def _describe(receiver: Any) -> str:
-    module = getattr(receiver, "__module__", None) or ""
-    name = getattr(receiver, "__qualname__", None) or type(receiver).__name__
-    return f"{module}.{name}" if module else str(name)
-
-
-def _close_db_connections() -> None:
-    """Receivers run on the event thread, which no request cycle ever closes:
-    drop database connections they opened, as Django does after a request."""
-    try:
-        from django.db import close_old_connections
-
-        close_old_connections()
-    except Exception:  # no database configured, or it is down: not our concern here
-        logger.debug("close_old_connections failed after a geofailover signal", exc_info=True)
-
-
-def binding_for(settings: CacheSettings, sender: type[Any]) -> CacheBinding:
-    """The binding of ``settings.alias`` in this process (replaced when the settings changed)."""
-    key = settings.alias if settings.alias is not None else f"\0{settings.engine_name}"
-    fingerprint = settings.fingerprint()
+    The settings are parsed when they are new for the alias (its first use, or
+    after they changed); a replaced binding stops relaying events.
+    """
+    source = (sender, alias, repr(location), repr(params))
+    key = alias if alias is not None else source
+    current = _bindings.get(key)
+    if current is not None and current.source == source:
+        return current
+    binding = CacheBinding(require(alias, location, params), sender, source)
     with _lock:
         current = _bindings.get(key)
-        if current is not None and current.settings.fingerprint() == fingerprint and current.sender is sender:
+        if current is not None and current.source == source:  # another thread was first
             return current
-        binding = CacheBinding(settings, sender)
         _bindings[key] = binding
     if current is not None:
         current.detach()
     return binding
-
-
-def lookup(key: tuple[Any, ...]) -> CacheBinding | None:
-    """A binding memoised under ``key`` by :func:`remember`, if still current."""
-    binding = _memo.get(key)
-    if binding is None:
-        return None
-    current = _bindings.get(binding.alias if binding.alias is not None else f"\0{binding.settings.engine_name}")
-    return binding if current is binding else None
-
-
-def remember(key: tuple[Any, ...], binding: CacheBinding) -> None:
-    with _lock:
-        if len(_memo) >= _MEMO_SIZE:
-            _memo.clear()
-        _memo[key] = binding
 
 
 def bindings() -> list[CacheBinding]:
@@ -197,16 +144,11 @@ def reset() -> None:
     with _lock:
         old = list(_bindings.values())
         _bindings.clear()
-        _memo.clear()
     for binding in old:
         binding.detach()
 
 
+@after_fork_in_child
 def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.Lock()
-    for binding in list(_bindings.values()):
-        binding._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

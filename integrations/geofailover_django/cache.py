@@ -16,13 +16,13 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django_redis.cache import RedisCache  # type: ignore[import-untyped]
 
-from . import binding as _binding
 from . import checks as _checks  # noqa: F401 - registers the system checks wherever the backend is used
 from .binding import CacheBinding, binding_for
-from .conf import CLIENT_PATH, FACTORY_PATH, require, resolve_alias
+from .conf import CLIENT_PATH, FACTORY_PATH, resolve_alias
 
 if TYPE_CHECKING:
     from geofailover_core.engine import FailoverEngine
@@ -36,7 +36,7 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         self._geo_location = server
         self._geo_params = params
-        self._geo_alias = resolve_alias(server, params)
+        self.alias = resolve_alias(server, params)  # None when built by hand, outside settings.CACHES
         self._geo_binding: CacheBinding | None = None
         options = params.get("OPTIONS")
         # Preset on a copy (django-redis's Sentinel factory mutates the
@@ -50,23 +50,11 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
         # One log line per outage (see GeoFailoverClient), not django-redis's one per call.
         self._log_ignored_exceptions = False
 
-    @property
-    def alias(self) -> str | None:
-        """The ``CACHES`` alias this backend was built from (None when built by hand)."""
-        return self._geo_alias
-
     def geofailover_binding(self) -> CacheBinding:
         """Validated settings, engine and signal bridge of this alias (raises ImproperlyConfigured)."""
-        binding = self._geo_binding
-        if binding is None:
-            key = (type(self), self._geo_alias, repr(self._geo_location), repr(self._geo_params))
-            binding = _binding.lookup(key)
-            if binding is None:
-                settings = require(self._geo_alias, self._geo_location, self._geo_params)
-                binding = binding_for(settings, type(self))
-                _binding.remember(key, binding)
-            self._geo_binding = binding
-        return binding
+        if self._geo_binding is None:
+            self._geo_binding = binding_for(type(self), self.alias, self._geo_location, self._geo_params)
+        return self._geo_binding
 
     @property
     def geofailover(self) -> FailoverEngine:
@@ -75,10 +63,8 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            binding = self.geofailover_binding()
-            client_cls = binding.settings.client_class
-            self._client = client_cls(self._server, self._params, self)
+        if self._client is None:  # the project's CLIENT_CLASS, checked with the settings
+            self._client = self.geofailover_binding().settings.client_class(self._server, self._params, self)
         return self._client
 
     def close(self, **kwargs: Any) -> None:
@@ -92,8 +78,8 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
         try:
             engine = self.geofailover
         except ImproperlyConfigured:
-            return f"<{type(self).__name__} alias={self._geo_alias!r} misconfigured>"
-        return f"<{type(self).__name__} alias={self._geo_alias!r} engine={engine.name!r} active={engine.active!r}>"
+            return f"<{type(self).__name__} alias={self.alias!r} misconfigured>"
+        return f"<{type(self).__name__} alias={self.alias!r} engine={engine.name!r} active={engine.active!r}>"
 
 
 #: Async methods Django's BaseCache builds out of aget/aset loops. Delegating
@@ -115,8 +101,6 @@ def _delegate(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
 
 def geofailover_cache(alias: str) -> GeoFailoverCache:
     """``caches[alias]``, checked to be a geofailover cache (ValueError otherwise)."""
-    from django.core.cache import caches
-
     cache = caches[alias]
     if not isinstance(cache, GeoFailoverCache):
         raise ValueError(f"CACHES[{alias!r}] is not a geofailover cache (BACKEND {type(cache).__module__}.{type(cache).__qualname__})")

@@ -1,28 +1,17 @@
 """django-redis client for a geofailover cache.
 
-Plugged in like django-redis's ``SentinelClient``: it rewrites LOCATION
-before ``DefaultClient.__init__`` sees it, and checks in ``connect()`` that
-the connection factory is the one that builds failover pools.
+Plugged in like django-redis's ``SentinelClient``: it rewrites LOCATION before
+``DefaultClient.__init__`` sees it. django-redis reads several LOCATIONs as a
+primary and read replicas; here they are failover members of one engine, so
+the client holds a single "server" (``geofailover://<engine name>``) whose
+pool follows the active endpoint.
 
-What it changes, and why:
-
-* **LOCATION.** django-redis reads several LOCATIONs as one primary plus read
-  replicas. Here they are failover members managed by one engine, so the
-  client holds a single "server" (``geofailover://<engine name>``) and always
-  uses index 0; the pool behind it follows the active endpoint, and the core
-  client re-sends commands after a switch when that is safe.
-* **One error policy for every method.** django-redis turns connection errors
-  into ``ConnectionInterrupted`` (which ``IGNORE_EXCEPTIONS`` swallows) only
-  in some methods; ``ttl``, ``expire``, ``persist``, ``touch`` and the
-  set/hash/sorted-set helpers raise raw ``redis`` errors. This client wraps
-  every method that talks to Redis the same way (the same exception classes
-  django-redis's own wrapped methods use), and the iterator methods
-  (``iter_keys``, ``sscan_iter``) stop cleanly instead of raising mid-loop.
-* **Logging.** With ``IGNORE_EXCEPTIONS`` the first ignored error of an outage
-  is logged once, and its end once; django-redis's per-call
-  ``DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS`` logging is replaced by this.
-
-No failover decision is taken here: that is the engine's.
+django-redis turns connection errors into ``ConnectionInterrupted`` (which
+``IGNORE_EXCEPTIONS`` swallows) in some methods only: ``ttl``, ``expire``,
+``touch`` and the set/hash/sorted-set helpers raise raw ``redis`` errors. This
+client gives every method that talks to Redis the same policy (iterators stop
+cleanly instead of raising mid-loop), and logs an outage of ignored errors
+once instead of once per call (django-redis's ``DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS``).
 """
 
 from __future__ import annotations
@@ -40,7 +29,7 @@ from django_redis.exceptions import ConnectionInterrupted  # type: ignore[import
 
 from geofailover_core.client import FailoverRedis
 
-from .pool import URL_SCHEME, GeoFailoverConnectionFactory
+from .pool import URL_SCHEME
 
 if TYPE_CHECKING:
     from .binding import CacheBinding
@@ -57,29 +46,10 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 
 #: DefaultClient methods that never talk to Redis (key building, encoding,
 #: client bookkeeping): left unwrapped.
-NO_IO = frozenset(
-    {
-        "make_key", "make_pattern", "encode", "decode", "get_client", "get_client_with_index", "connect",
-        "disconnect", "get_next_client_index", "close", "do_close_clients", "reverse_key",
-    }
-)
-
-
-def _io_method_names(cls: type[Any]) -> list[str]:
-    """Public methods of ``cls`` (and its mixins) that talk to Redis.
-
-    Computed from the installed django-redis rather than listed by hand, so
-    methods a newer django-redis adds (7.0 added the sorted-set helpers) are
-    covered without a change here.
-    """
-    names = []
-    for name in dir(cls):
-        if name.startswith("_") or name in NO_IO:
-            continue
-        attr = inspect.getattr_static(cls, name)
-        if inspect.isfunction(attr):
-            names.append(name)
-    return names
+NO_IO = frozenset({
+    "make_key", "make_pattern", "encode", "decode", "get_client", "get_client_with_index", "connect",
+    "disconnect", "get_next_client_index", "close", "do_close_clients", "reverse_key",
+})
 
 
 def _wrap(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,6 +59,7 @@ def _wrap(func: Callable[..., Any]) -> Callable[..., Any]:
         def iterate(self: GeoFailoverClient, *args: Any, **kwargs: Any) -> Iterator[Any]:
             return self._guard_iterator(func(self, *args, **kwargs))
 
+        iterate._geo_wrapped = True  # type: ignore[attr-defined]
         return iterate
 
     @functools.wraps(func)
@@ -111,7 +82,21 @@ def _wrap(func: Callable[..., Any]) -> Callable[..., Any]:
             self._geo_binding.note_success()
         return result
 
+    call._geo_wrapped = True  # type: ignore[attr-defined]
     return call
+
+
+def _wrap_io_methods(cls: type[Any]) -> None:
+    """Give every public method of ``cls`` that talks to Redis the one error policy.
+
+    Found on the class rather than listed by hand, so methods a newer
+    django-redis adds (7.0 added the sorted-set helpers), or a project's
+    client subclass adds, are covered without a change here.
+    """
+    for name in dir(cls):
+        attr = inspect.getattr_static(cls, name)
+        if not name.startswith("_") and name not in NO_IO and inspect.isfunction(attr) and not getattr(attr, "_geo_wrapped", False):
+            setattr(cls, name, _wrap(attr))
 
 
 class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
@@ -119,12 +104,7 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # A user's subclass may add methods that talk to Redis: same policy.
-        for name, attr in list(vars(cls).items()):
-            if not name.startswith("_") and name not in NO_IO and inspect.isfunction(attr) and not getattr(attr, "_geo_wrapped", False):
-                wrapped = _wrap(attr)
-                wrapped._geo_wrapped = True  # type: ignore[attr-defined]
-                setattr(cls, name, wrapped)
+        _wrap_io_methods(cls)  # a project's subclass may add methods that talk to Redis
 
     def __init__(self, server: Any, params: dict[str, Any], backend: Any) -> None:
         binding_of = getattr(backend, "geofailover_binding", None)
@@ -133,17 +113,11 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
                 "GeoFailoverClient needs the geofailover cache backend: set BACKEND to "
                 "'geofailover_django.cache.GeoFailoverCache' (or a subclass)"
             )
-        binding: CacheBinding = binding_of()
-        self._geo_binding = binding
+        self._geo_binding: CacheBinding = binding_of()
         self._geo_depth = 0
         # The Sentinel client's LOCATION hook: one server, the engine.
-        super().__init__([f"{URL_SCHEME}{binding.settings.engine_name}"], params, backend)
-        if not isinstance(self.connection_factory, GeoFailoverConnectionFactory):
-            raise ImproperlyConfigured(
-                "OPTIONS['CONNECTION_FACTORY'] must be 'geofailover_django.pool.GeoFailoverConnectionFactory' "
-                "(or a subclass) for a geofailover cache; remove the option to use the default"
-            )
-        self.connection_factory.bind(binding)
+        # CONNECTION_FACTORY and REDIS_CLIENT_CLASS were checked with the settings (E008, E009).
+        super().__init__([f"{URL_SCHEME}{self._geo_binding.settings.config.name}"], params, backend)
 
     # -- one server, the engine's -------------------------------------------------------
 
@@ -153,20 +127,12 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
     def get_client(self, write: bool = True, tried: list[int] | None = None) -> FailoverRedis:
         client: FailoverRedis | None = self._clients[0]
         if client is None or client.geofailover.closed:
+            self._geo_binding.engine()  # live, and relaying to the signals, for the factory to find
             client = self._clients[0] = self.connect(0)
         return client
 
     def get_client_with_index(self, write: bool = True, tried: list[int] | None = None) -> tuple[FailoverRedis, int]:
         return self.get_client(write, tried), 0
-
-    def connect(self, index: int = 0) -> FailoverRedis:
-        client = super().connect(index)
-        if not isinstance(client, FailoverRedis):
-            raise ImproperlyConfigured(
-                "OPTIONS['REDIS_CLIENT_CLASS'] must be geofailover_core.client.FailoverRedis (or a subclass) "
-                "for a geofailover cache; remove the option to use the default"
-            )
-        return client
 
     # -- error policy ---------------------------------------------------------------------
 
@@ -187,9 +153,4 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
             self._geo_binding.note_success()
 
 
-for _name in _io_method_names(DefaultClient):
-    if _name not in vars(GeoFailoverClient):
-        _method = _wrap(inspect.getattr_static(DefaultClient, _name))
-        _method._geo_wrapped = True  # type: ignore[attr-defined]
-        setattr(GeoFailoverClient, _name, _method)
-del _name
+_wrap_io_methods(GeoFailoverClient)

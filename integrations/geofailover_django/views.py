@@ -1,15 +1,9 @@
-"""Readiness view: is a Redis endpoint serving each geofailover cache?
-
-``GET /health/`` (see :mod:`geofailover_django.urls`) answers 200 with a JSON
-body while every selected cache has an active endpoint, and 503 when any of
-them has all endpoints down, so a load balancer or Kubernetes readiness probe
-takes the instance out of rotation only when the cache really cannot serve.
-
-The body names endpoints and their health, never URLs, hosts or passwords:
-readiness endpoints are often reachable from outside.
-
-``?cache=ALIAS`` (repeatable) limits the answer to some caches; by default
-every geofailover cache is reported.
+"""Readiness view (``geofailover_django.urls``): 200 while every selected cache
+(``?cache=ALIAS``, repeatable; default all) has an active endpoint, 503 when
+one has all endpoints down, so a load balancer takes the instance out of
+rotation only when the cache really cannot serve. The body names endpoints,
+never URLs, hosts or passwords: readiness endpoints are often reachable from
+outside.
 """
 
 from __future__ import annotations

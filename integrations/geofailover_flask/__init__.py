@@ -11,8 +11,13 @@ imported only by Flask-Caching (``CACHE_TYPE``), so Flask-Caching stays optional
 
 from __future__ import annotations
 
-from . import signals
-from .extension import GeoFailover, GeoFailoverState
-from .readiness import readiness_blueprint
+from geofailover_core.extras import require
+
+require("geofailover_flask", "flask", "flask", "blinker")
+
+from . import signals  # noqa: E402
+from .extension import GeoFailover  # noqa: E402
+from .readiness import readiness_blueprint  # noqa: E402
+from .state import GeoFailoverState  # noqa: E402
 
 __all__ = ["GeoFailover", "GeoFailoverState", "readiness_blueprint", "signals"]

@@ -1,12 +1,10 @@
 """``flask geofailover ...``: the core CLI, run on this app's engines.
 
-Every subcommand (``status``, ``failover``, ``failback``, ``pin``, ``unpin``,
-``check``), its output and its exit codes belong to
-:func:`geofailover_core.cli.main`; this command only picks the engines of the
-app's ``GeoFailover`` instances (all of them, or those named with
-``--name``) and forwards the rest of the command line. Actions reach the
-other processes of the fleet through the core's control plane, because this
-command runs in a process of its own.
+Every subcommand, its output and its exit codes belong to
+:func:`geofailover_core.cli.main` (which also keeps this process an observer:
+no signals fire); this command only picks the engines of the app's
+``GeoFailover`` instances (all, or those named with ``--name``) and forwards
+the rest of the command line.
 """
 
 from __future__ import annotations
@@ -17,9 +15,10 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from geofailover_core import cli as core_cli
 from geofailover_core.engine import FailoverEngine
 
-from .extension import states
+from .state import states
 
 PROG = "flask geofailover"
 _USAGE = """\
@@ -43,21 +42,17 @@ def select_engines(names: tuple[str, ...]) -> list[FailoverEngine]:
     configuration name of one (``GEOFAILOVER_SESSIONS_OPTIONS["name"]``), which is
     what the core CLI's own ``--name`` after the subcommand matches.
     """
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    found = states(app)
+    found = states(current_app)
     if not found:
-        raise click.UsageError(f"no GeoFailover instance is initialised on app {app.name!r}; call geo.init_app(app) in the app factory")
+        raise click.UsageError(f"no GeoFailover instance is initialised on app {current_app.name!r}; call geo.init_app(app) in the app factory")
     by_engine_name = {state.engine.name: state for state in found.values()}
     engines: list[FailoverEngine] = []
     for name in names or tuple(found):
         state = found.get(name) or by_engine_name.get(name)
         if state is None:
-            raise click.BadParameter(
-                f"no GeoFailover instance named {name!r} on this app; configured: {', '.join(found)}", param_hint="'--name'"
-            )
-        if all(state.engine is not e for e in engines):  # two instances may share one configuration
-            engines.append(state.engine)
-    return engines
+            raise click.BadParameter(f"no GeoFailover instance named {name!r} on this app; configured: {', '.join(found)}", param_hint="'--name'")
+        engines.append(state.engine)
+    return list(dict.fromkeys(engines))  # two instances may share one configuration
 
 
 @click.command(
@@ -70,15 +65,8 @@ def select_engines(names: tuple[str, ...]) -> list[FailoverEngine]:
 @with_appcontext
 def geofailover_command(names: tuple[str, ...], args: tuple[str, ...]) -> None:
     """Redis geo-failover for this app's fleet: status, failover, failback, pin, unpin, check."""
-    from geofailover_core import cli as core_cli
-
     argv = list(args)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        click.echo(_USAGE.format(names=", ".join(states(app)) or "none"))
-        if not argv:
-            raise click.exceptions.Exit(2)
-        code = core_cli.main(["--help"], engines=[], stdout=sys.stdout, prog=PROG)
-        raise click.exceptions.Exit(code)
-    code = core_cli.main(argv, engines=select_engines(names), stdout=sys.stdout, prog=PROG)
-    raise click.exceptions.Exit(code)
+        click.echo(_USAGE.format(names=", ".join(states(current_app)) or "none"))
+        raise click.exceptions.Exit(core_cli.main(["--help"], engines=[], stdout=sys.stdout, prog=PROG) if argv else 2)
+    raise click.exceptions.Exit(core_cli.main(argv, engines=select_engines(names), stdout=sys.stdout, prog=PROG))

@@ -1,15 +1,10 @@
 """Optional readiness endpoint: 200 while every instance has a serving endpoint, else 503.
 
-``app.register_blueprint(readiness_blueprint())`` adds ``GET /readyz``. A load
-balancer or Kubernetes readiness probe then takes the process out of rotation
-while *no* region can serve (all down), and not merely because one region
-failed over: a failover is exactly the situation in which the app should
-keep serving.
-
-The body names endpoints, their health and breaker state only. It is meant
-for probes that may be reachable from outside, so it carries neither URLs
-(hosts are infrastructure detail, passwords are secrets) nor error texts.
-It reads state the health monitor already keeps and does no Redis I/O.
+A load balancer or Kubernetes probe then takes the process out of rotation
+while *no* region can serve, not because one region failed over: that is
+when the app should keep serving. Probes may be reachable from outside, so
+the body names endpoints, health and breaker state only (no URLs, hosts or
+error texts). It reads what the health monitor keeps and does no Redis I/O.
 """
 
 from __future__ import annotations
@@ -19,12 +14,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from .extension import states
+from .state import states
 
 
 def _report(names: Sequence[str] | None) -> tuple[bool, dict[str, Any]]:
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    found = states(app)
+    found = states(current_app)
     selected = list(names) if names else list(found)
     instances: dict[str, Any] = {}
     for name in selected:
@@ -37,10 +31,7 @@ def _report(names: Sequence[str] | None) -> tuple[bool, dict[str, Any]]:
         instances[name] = {
             "ready": status["active"] is not None,
             "active": status["active"],
-            "endpoints": [
-                {"name": ep["name"], "active": ep["active"], "health": ep["health"], "breaker": ep["breaker"]}
-                for ep in status["endpoints"]
-            ],
+            "endpoints": [{key: ep[key] for key in ("name", "active", "health", "breaker")} for ep in status["endpoints"]],
         }
     ready = bool(instances) and all(item["ready"] for item in instances.values())
     return ready, instances

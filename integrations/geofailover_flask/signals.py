@@ -1,32 +1,17 @@
 """Blinker signals for failover events, sent with the Flask app as sender.
 
-Connect a receiver to one app (``connect_via(app)``) to hear each switch of
-that app once; a receiver connected to every sender hears each app that
-shares the engine::
-
-    from geofailover_flask import signals
-
-    @signals.failover.connect_via(app)
-    def page_oncall(app, event, instance, **extra):
-        app.logger.warning("redis %s: %s -> %s (%s)", instance, event.from_endpoint, event.to_endpoint, event.reason)
-
-Receivers get ``event`` (the core's frozen event dataclass: ``from_endpoint``,
-``to_endpoint``, ``reason``, ``detail``, ``timestamp``; ``endpoint``, ``old``,
-``new`` on ``health_changed``) and ``instance`` (the ``GeoFailover`` name).
-
-Why the relay looks the way it does:
+Receivers get ``event`` (the core's event) and ``instance`` (the
+``GeoFailover`` name); see docs/flask.md. Why the relay looks as it does:
 
 * The core delivers events on its dispatcher thread, where no app context
-  exists; the relay pushes one for the app so receivers can use
-  ``current_app`` and ``geo.client``.
-* ``Signal.send`` stops at the first receiver that raises and propagates the
-  error, which here would land in the core's dispatcher and skip the other
-  receivers; the relay calls each receiver itself and logs failures.
-* blinker holds receivers *weakly* by default: a lambda or a nested function
-  connected without ``weak=False`` is collected and silently never called.
-  Connect module-level functions, or pass ``weak=False``.
-* The relay holds the app weakly too (tests create many apps), and
-  unsubscribes from the engine when the app is collected.
+  exists; the relay pushes the app's, so receivers can use ``current_app``.
+* ``Signal.send`` stops at the first receiver that raises, and the error would
+  land in the core's dispatcher; the relay calls each receiver and logs failures.
+* blinker holds receivers *weakly*: a lambda connected without ``weak=False``
+  is collected and silently never called. The relay holds the app weakly too
+  (tests create many apps) and unsubscribes when the app is collected.
+* A command-line process only observes: the core mutes its engines' events
+  for the command, so ``flask geofailover status`` never pages anyone.
 """
 
 from __future__ import annotations

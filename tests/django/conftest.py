@@ -67,13 +67,12 @@ def cache_entry(servers: Sequence[Any], *, ignore: bool = False, geo: dict[str, 
 
 
 def reset_django_caches() -> None:
-    """Close every cache backend and forget geofailover state (engines, pools, bindings)."""
+    """Close every cache backend and forget geofailover state (engines, their pools, bindings)."""
     from asgiref.local import Local
     from django.core.cache import caches
 
     from geofailover_core import registry
     from geofailover_django import binding
-    from geofailover_django.pool import GeoFailoverConnectionFactory
 
     for backend in caches.all(initialized_only=True):
         try:
@@ -82,8 +81,7 @@ def reset_django_caches() -> None:
             pass
     caches._connections = Local(caches.thread_critical)  # drop every thread's backends
     binding.reset()
-    registry.close_all()
-    GeoFailoverConnectionFactory.forget_pools()
+    registry.close_all()  # an engine closes its pools, and the factory forgets them
 
 
 GeoSettings = Callable[..., None]

@@ -48,8 +48,11 @@ def run(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     try:
         call_command("geofailover", *argv, stdout=out)
-    except CommandError as exc:
+    except CommandError as exc:  # found before the CLI ran
         return exc.returncode, out.getvalue() + str(exc)
+    except SystemExit as exc:  # the CLI's own non-zero verdict
+        assert isinstance(exc.code, int)
+        return exc.code, out.getvalue()
     return 0, out.getvalue()
 
 
@@ -116,12 +119,23 @@ def test_aliases_sharing_an_engine_pass_it_once(geo_settings: GeoSettings, two: 
 
 
 @pytest.mark.parametrize("code", [1, 2])
-def test_non_zero_exit_codes_become_command_errors(geo_settings: GeoSettings, two: list[RedisServer], recorder: Recorder, code: int) -> None:
+def test_a_non_zero_verdict_is_the_exit_status_with_nothing_added(
+    geo_settings: GeoSettings, two: list[RedisServer], recorder: Recorder, capsys: pytest.CaptureFixture[str], code: int
+) -> None:
+    """The CLI printed its verdict: manage.py exits with its code and adds no
+    "CommandError: ..." line; call_command raises SystemExit(code)."""
+    from django.core.management import ManagementUtility, call_command
+
     geo_settings(CACHES=three_caches(two))
-    recorder.code = code
-    got, text = run("check")
-    assert got == code
-    assert f"exit status {code}" in text
+    recorder.code, recorder.output = code, "the verdict\n"
+    with pytest.raises(SystemExit) as info:
+        call_command("geofailover", "check", stdout=io.StringIO())
+    assert info.value.code == code
+    with pytest.raises(SystemExit) as info:
+        ManagementUtility(["manage.py", "geofailover", "check"]).execute()
+    assert info.value.code == code
+    out, err = capsys.readouterr()
+    assert out == "the verdict\n" and err == ""
 
 
 def test_errors_before_forwarding(geo_settings: GeoSettings, two: list[RedisServer], recorder: Recorder) -> None:
@@ -217,7 +231,7 @@ def test_the_commands_own_probes_never_fire_the_projects_receivers(core_cli: Non
         assert engine.active == "b"
         assert engine.events.flush(5)
         assert got == []
-        assert caches["default"].geofailover_binding().observer is False  # restored afterwards
+        assert engine.observer is False  # restored afterwards
     finally:
         for signal in signals.BY_KIND.values():
             signal.disconnect(receiver)

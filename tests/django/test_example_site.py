@@ -130,6 +130,16 @@ def test_manage_py_failover_moves_a_separately_running_process(core_cli: None, t
     assert "region maintenance" in log  # the operator's reason reaches the serving process's log
 
 
+def test_manage_py_exits_with_the_clis_code_and_adds_nothing(core_cli: None, two: list[RedisServer]) -> None:
+    """A degraded verdict is exit status 1 with the CLI's report only: no
+    "CommandError: ..." line, no traceback."""
+    two[1].kill()
+    done = manage(example_env(two), "geofailover", "check")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "secondary" in done.stdout
+    assert "CommandError" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 def test_gunicorn_preload_workers_fail_over_and_follow_the_fleet_command(core_cli: None, two: list[RedisServer]) -> None:
     """gunicorn --preload: workers forked from a master that used the cache."""
     pytest.importorskip("gunicorn")

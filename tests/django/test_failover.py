@@ -340,8 +340,9 @@ def test_signals_fire_once_per_switch(geo_cache: Any, two: list[RedisServer], ca
     assert (received["failback"][0][2].from_endpoint, received["failback"][0][2].to_endpoint) == ("b", "a")
     assert received["recovered"][0][2].to_endpoint == "a"
     assert received["health_changed"]  # every verdict change is relayed too
-    errors = [r for r in caplog.records if r.name == "geofailover.django" and r.levelno == logging.ERROR]
-    assert len(errors) == 1 and "broken" in errors[0].getMessage() and errors[0].exc_info is not None
+    # Django's send_robust logs the raising receiver, with its traceback, once.
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and "broken" in r.getMessage()]
+    assert [r.name for r in errors] == ["django.dispatch"] and errors[0].exc_info is not None
 
 
 # Forking a process whose monitor thread runs is the point (gunicorn --preload does it);

@@ -3,41 +3,34 @@
 A thin shell over :func:`geofailover_core.cli.main`: it picks the engines of
 the chosen caches (``--cache ALIAS``, repeatable; default every geofailover
 cache) and forwards everything else unchanged, so the subcommands, their
-output and their exit codes are the core CLI's::
+output and their exit codes are the core CLI's.
 
-    manage.py geofailover status [--json] [--watch]
-    manage.py geofailover failover --to NAME [--for DURATION] [--reason TEXT] [--force]
-    manage.py geofailover failback
-    manage.py geofailover pin NAME [--for DURATION]
-    manage.py geofailover unpin
-    manage.py geofailover check [--json]
-    manage.py geofailover --cache sessions status
+The CLI makes the engines that have not served in this process observers
+while it runs, so the command's own probes never fire the project's signal
+receivers. System checks are not run first: ``status`` must work on a
+project whose checks fail.
 
-Actions go through the control plane, so they move every process of the
-fleet (web workers, other hosts), not just this short-lived one. Exit codes:
-0 ok, 1 degraded or stragglers, 2 error (bad configuration, all endpoints
-down, unknown endpoint). System checks are not run first, so ``status`` still
-works on a project whose checks fail.
+A non-zero exit code is raised as ``SystemExit(code)`` once the CLI has
+printed its verdict (like ``makemigrations --check``), so
+``call_command("geofailover", ...)`` raises ``SystemExit`` too; a mistake
+found before the CLI runs (unknown ``--cache``, a misconfigured cache, no
+subcommand) is a ``CommandError`` (returncode 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from collections.abc import Sequence
+from typing import Any, TextIO, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from geofailover_core import cli
+from geofailover_core.engine import FailoverEngine
+
 from ...cache import geofailover_cache
 from ...conf import geofailover_aliases
-
-if TYPE_CHECKING:
-    from geofailover_core.engine import FailoverEngine
-
-    from ...binding import CacheBinding
 
 #: Django's own options (and ours), accepted anywhere on the line, even after
 #: the subcommand. ``-v`` is Django's verbosity only before the subcommand:
@@ -46,17 +39,13 @@ _DJANGO_FLAGS = frozenset({"--traceback", "--no-color", "--force-color", "--skip
 _DJANGO_VALUED = frozenset({"--settings", "--pythonpath", "--verbosity", "--cache"})
 _DJANGO_VALUED_BEFORE = frozenset({"-v"})
 
-EXIT_MEANING = {1: "degraded, or some processes did not follow", 2: "error"}
-
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Split ``argv`` into (ours, forwarded).
+    """Split ``argv`` into (ours, forwarded to the core CLI).
 
-    Everything before the subcommand is ours (``--cache``, Django's options,
-    ``--help``); from the subcommand on, everything is forwarded to the core
-    CLI except ``--cache`` and Django's own options, which are ours wherever
-    they appear, so ``manage.py geofailover status --cache default --json``
-    works as typed.
+    Everything before the subcommand is ours; after it, only ``--cache`` and
+    Django's own options are, so ``manage.py geofailover status --cache
+    default --json`` works as typed.
     """
     ours: list[str] = []
     forwarded: list[str] = []
@@ -92,9 +81,8 @@ class _ForwardingParser(CommandParser):
 
 class Command(BaseCommand):
     help = (
-        "Show and control geographic failover of the geofailover caches across the whole fleet. "
-        "Subcommands: status [--json] [--watch], failover --to NAME [--for DURATION] [--reason TEXT] [--force], "
-        "failback, pin NAME [--for DURATION], unpin, check [--json]. Run a subcommand with --help for its options."
+        "Fleet-wide geographic failover of the geofailover caches. Subcommands: status, failover, failback, "
+        "pin, unpin, check (each with --help)."
     )
     # status must work on a project whose checks fail (that may be why you are here).
     requires_system_checks: list[str] = []  # type: ignore[assignment]
@@ -113,33 +101,21 @@ class Command(BaseCommand):
     def handle(self, *args: str, **options: Any) -> None:
         if not args:
             raise CommandError("missing subcommand: status, failover, failback, pin, unpin or check (see --help)", returncode=2)
-        bindings = self._bindings(options.get("cache"))
-        engines: list[FailoverEngine] = []
-        for binding in bindings:
-            engine = binding.engine()
-            if all(engine is not e for e in engines):  # two aliases may share one engine
-                engines.append(engine)
-        from geofailover_core import cli
-
+        engines = list({id(e): e for e in self._engines(options.get("cache"))}.values())  # aliases may share one
         argv = list(args)
         if not any(a == "--color" or a.startswith("--color=") for a in argv):
             if options.get("no_color"):
                 argv.append("--color=never")
             elif options.get("force_color"):
                 argv.append("--color=always")
-        verbose = any(a in ("-v", "--verbose") for a in argv)
-        with _observing(bindings, quiet=not verbose):
-            code = cli.main(argv, engines=engines, stdout=self._stream(), prog="manage.py geofailover")
+        self.stdout.ending = ""  # the core CLI writes whole lines itself
+        code = cli.main(argv, engines=engines, stdout=cast(TextIO, self.stdout), prog="manage.py geofailover")
         if code:
-            raise CommandError(f"geofailover {args[0]}: exit status {code} ({EXIT_MEANING.get(code, 'error')})", returncode=code)
+            # The CLI has printed its verdict: only the exit code is left to
+            # give (a CommandError would add a "CommandError: ..." line).
+            raise SystemExit(code)
 
-    def _stream(self) -> TextIO:
-        # The core CLI writes whole lines itself; Django's OutputWrapper would
-        # add a newline to every partial write.
-        out = getattr(self.stdout, "_out", None)
-        return cast(TextIO, out if out is not None else self.stdout)
-
-    def _bindings(self, wanted: list[str] | None) -> list[CacheBinding]:
+    def _engines(self, wanted: list[str] | None) -> list[FailoverEngine]:
         known = geofailover_aliases()
         if not known:
             raise CommandError(
@@ -150,51 +126,10 @@ class Command(BaseCommand):
         unknown = [a for a in aliases if a not in known]
         if unknown:
             raise CommandError(f"--cache {unknown[0]!r}: not a geofailover cache; choose from {', '.join(known)}", returncode=2)
-        bindings: list[CacheBinding] = []
+        engines = []
         for alias in aliases:
             try:
-                bindings.append(geofailover_cache(alias).geofailover_binding())
+                engines.append(geofailover_cache(alias).geofailover)
             except ImproperlyConfigured as exc:
                 raise CommandError(f"cache {alias!r} is misconfigured: {exc}", returncode=2) from None
-        return bindings
-
-
-class _ObserverLogs(logging.Filter):
-    """Drop the engine log lines of observer engines (``geofailover[<name>]: ...``)."""
-
-    def __init__(self, names: set[str]) -> None:
-        super().__init__()
-        self.prefixes = tuple(f"geofailover[{name}]" for name in names)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.prefixes)
-
-
-@contextlib.contextmanager
-def _observing(bindings: Sequence[CacheBinding], *, quiet: bool) -> Iterator[None]:
-    """While the command runs, engines that serve no traffic in this process are observers.
-
-    ``manage.py geofailover`` runs in a process of its own: the probes it runs
-    describe the fleet, they are not a switch of this process's traffic. So the
-    project's signal receivers (which may page someone) do not fire for them,
-    and their engine log lines stay out of the report unless ``-v`` is given.
-    An engine already serving in this process (``call_command`` from a running
-    server) keeps its signals and logs.
-    """
-    observers = [b for b in bindings if not b.engine().monitor.running]
-    for binding in observers:
-        binding.observer = True
-    log_filter = _ObserverLogs({b.engine().name for b in observers}) if quiet and observers else None
-    logger = logging.getLogger("geofailover")
-    if log_filter is not None:
-        logger.addFilter(log_filter)
-    try:
-        yield
-    finally:
-        for binding in observers:
-            # Events are delivered on the engine's event thread: let those the
-            # command caused arrive (muted) before unmuting.
-            binding.engine().events.flush(2.0)
-            binding.observer = False
-        if log_filter is not None:
-            logger.removeFilter(log_filter)
+        return engines
