@@ -386,6 +386,18 @@ class FailoverEngine:
         self._tasks.close()
         self.events.close()
 
+    def _rest(self) -> None:
+        """Undo a start made while observing: an engine that only a command used is
+        again one that nobody has used, so the next command observes it too (and the
+        process's first real use starts it), instead of it monitoring, following
+        overrides and reporting heartbeats on a command's account."""
+        with self._start_lock:
+            if not self._started:
+                return
+            self._started = False
+        self.monitor.stop()
+        self.monitor.after_fork()  # a stopped monitor does not start again: begin afresh
+
     def after_fork_in_child(self) -> None:
         """Forget the parent's threads and locks (called by the registry's fork hook)."""
         self._lock = threading.RLock()
@@ -755,8 +767,8 @@ class FailoverEngine:
     def pin(self, name: str, duration: float | None = None, force: bool = False, reason: str | None = None) -> None:
         """Like :meth:`failover_to`, but sticky: if ``name`` fails, traffic fails
         over and comes back to it when it recovers; ends at :meth:`unpin` or after ``duration`` seconds."""
-        if duration is not None and duration <= 0:
-            raise ValueError("pin duration must be positive (seconds) or None")
+        if duration is not None and not 0 < duration < float("inf"):  # NaN too: a pin that never expires
+            raise ValueError("pin duration must be positive and finite (seconds) or None")
         self._hold_endpoint(name, pinned=True, duration=duration, force=force, reason=reason)
 
     def _hold_endpoint(self, name: str, *, pinned: bool, duration: float | None, force: bool, reason: str | None) -> None:
@@ -855,6 +867,7 @@ def observing(engines: list[FailoverEngine]) -> Iterator[list[FailoverEngine]]:
         for engine in observers:
             engine.suspend()  # the command started it only to look: the application's first use starts it again
             engine.events.flush(2.0)
+            engine._rest()
             engine.observer = False
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -87,3 +89,31 @@ def two(redis_server_factory: Callable[..., list[RedisServer]]) -> list[RedisSer
 @pytest.fixture
 def three(redis_server_factory: Callable[..., list[RedisServer]]) -> list[RedisServer]:
     return redis_server_factory(3)
+
+
+def run_in_child(body: Callable[[], None], describe: Callable[[], str] | None = None) -> None:
+    """Run ``body()`` in a forked child (like a gunicorn --preload worker) and
+    fail here with the child's traceback if it raised (``describe()`` adds
+    context, e.g. the child's engine status)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        report = "ok"
+        try:
+            os.close(read_fd)
+            body()
+        except BaseException:
+            report = traceback.format_exc()[-3000:]
+            if describe is not None:
+                try:
+                    report += "\n" + describe()
+                except Exception as exc:
+                    report += f"\n(no description: {exc!r})"
+        finally:
+            os.write(write_fd, report.encode())
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_fd, "rb") as pipe:
+        outcome = pipe.read().decode()
+    assert outcome == "ok", f"forked child failed:\n{outcome}"

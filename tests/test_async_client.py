@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,7 +16,7 @@ from geofailover_core import FailoverRedis, NoHealthyEndpointError, ReplyLostErr
 from geofailover_core.asyncio import AsyncFailoverConnectionPool, AsyncFailoverRedis
 from geofailover_core.testing import RedisServer, wait_until
 
-from .conftest import FAST, url_list
+from .conftest import FAST, run_in_child, url_list
 from .test_failover import mark
 
 _names = iter(range(10**6))
@@ -274,22 +272,11 @@ def test_an_async_client_works_in_a_forked_child(two) -> None:
     keep = FailoverRedis.from_url(url_list(two), name="fork-async", **FAST)  # the parent's engine, running
     try:
         assert asyncio.run(once("fork-async")) == (1, True)
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            report = "ok"
-            try:
-                os.close(read_fd)
-                assert asyncio.run(once("fork-async")) == (2, True)  # the child's engine re-armed
-            except BaseException:
-                report = traceback.format_exc()[-2000:]
-            finally:
-                os.write(write_fd, report.encode())
-                os._exit(0)
-        os.close(write_fd)
-        os.waitpid(pid, 0)
-        with os.fdopen(read_fd, "rb") as pipe:
-            assert pipe.read().decode() == "ok"
+
+        def child() -> None:
+            assert asyncio.run(once("fork-async")) == (2, True)  # the child's engine re-armed
+
+        run_in_child(child)
         wait_until(lambda: two[0].client().get("forked") == b"2", timeout=2)
     finally:
         keep.close()
