@@ -19,7 +19,7 @@ from geofailover_core.testing.fake_rest import CertificateAuthority, FakeRestSer
 FAST = {
     "socket_timeout": 0.3,
     "socket_connect_timeout": 0.3,
-    "health_check_interval": 0.1,
+    "probe_interval": 0.1,
     "health_check_timeout": 0.2,
     "failback_grace_period": 0.5,
     "breaker_reset_timeout": 0.2,

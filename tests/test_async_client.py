@@ -82,7 +82,7 @@ async def test_kill_fails_over_with_no_error_for_reads_and_unsent_writes(two, ma
 
 
 async def test_freeze_fails_over_and_a_write_in_flight_is_raised(two, make_async) -> None:
-    client = make_async(two, socket_timeout=30.0, health_check_interval=5.0, health_check_timeout=0.3)
+    client = make_async(two, socket_timeout=30.0, probe_interval=5.0, health_check_timeout=0.3)
     await client.ping()
     await until(lambda: client.geofailover.monitor.completed_rounds >= 1)
     two[0].freeze()
@@ -97,7 +97,7 @@ async def test_freeze_fails_over_and_a_write_in_flight_is_raised(two, make_async
 
 async def test_a_frozen_region_read_is_resent(two, make_async) -> None:
     mark(two)
-    client = make_async(two, socket_timeout=30.0, health_check_interval=5.0, health_check_timeout=0.3)
+    client = make_async(two, socket_timeout=30.0, probe_interval=5.0, health_check_timeout=0.3)
     assert await client.get("whoami") == b"0"
     await until(lambda: client.geofailover.monitor.completed_rounds >= 1)
     two[0].freeze()

@@ -237,7 +237,7 @@ def test_a_failing_drain_round_is_logged_and_consuming_goes_on(
 ) -> None:
     _, b = servers
     # Slow probes: the engine keeps believing b is healthy while it hangs.
-    with connect(servers, health_check_interval=30) as conn:
+    with connect(servers, probe_interval=30) as conn:
         engine = conn.transport.engine
         assert engine.check_now()
         publish(conn, "on a")

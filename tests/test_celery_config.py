@@ -94,7 +94,7 @@ def test_named_form_attaches_to_an_engine_configured_elsewhere() -> None:
     ("url", "options", "role", "setting", "fix"),
     [
         ("geofailover://nowhere", None, "broker", "broker_transport_options['geofailover']['endpoints']", "list the endpoints"),
-        ("geofailover://nowhere", {"health_check_interval": 1}, "backend",
+        ("geofailover://nowhere", {"probe_interval": 1}, "backend",
          "result_backend_transport_options['geofailover']['endpoints']", "list the endpoints"),
         (URL, {"endpoints": ["redis://x:1/0"]}, "broker", "broker_url / broker_transport_options['geofailover']['endpoints']",
          "keep one of the two"),
@@ -107,7 +107,7 @@ def test_named_form_attaches_to_an_engine_configured_elsewhere() -> None:
         (URL, {"drain_batch": 0}, "broker", "broker_transport_options['geofailover']['drain_batch']", "such as 500"),
         (URL, {"result_refetch_interval": -1}, "backend", "result_backend_transport_options['geofailover']['result_refetch_interval']",
          "or 0 to turn it off"),
-        ("geofailover://h:1/0?name=a&weight=-1", None, "backend", "result_backend['a'].weight", "positive"),
+        ("geofailover://h:1/0?name=a&weight=-1", None, "backend", "result_backend['a'].weight", "0.001 to"),
         ("", None, "broker", "broker_url", "geofailover://"),
         ("geofailover://x", {"name": "y", "endpoints": ["redis://h:1/0"]}, "broker", "broker_transport_options['geofailover']['name']", "same name"),
         (URL, "not a dict", "broker", "broker_transport_options['geofailover']", "write a dict"),

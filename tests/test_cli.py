@@ -24,7 +24,7 @@ from geofailover_core.testing import RedisServer, wait_until
 
 from .conftest import FAST, MakeClient, url_list
 
-FAST_OPTS = ["-o", "health_check_interval=0.1", "-o", "health_check_timeout=0.2"]
+FAST_OPTS = ["-o", "probe_interval=0.1", "-o", "health_check_timeout=0.2"]
 
 
 class Tty(io.StringIO):
@@ -80,9 +80,9 @@ def configs(*argv: str, environ: dict[str, str] | None = None) -> list[FailoverC
 
 def test_configuration_from_url_env_and_options() -> None:
     [config] = configs("--url", "redis://h1:6379/0?name=us&weight=2;redis://h2:6379/0?name=eu", "--name", "cache",
-                       "-o", "control_key_prefix=myapp", "-o", "health_check_interval=0.25", "-o", "auto_failback=false")
+                       "-o", "control_key_prefix=myapp", "-o", "probe_interval=0.25", "-o", "auto_failback=false")
     assert [e.name for e in config.endpoints] == ["us", "eu"] and config.name == "cache"
-    assert (config.control_key_prefix, config.health_check_interval, config.auto_failback) == ("myapp", 0.25, False)
+    assert (config.control_key_prefix, config.probe_interval, config.auto_failback) == ("myapp", 0.25, False)
     [config] = configs(environ={"GEOFAILOVER_URL": "redis://h1:6379/0?name=only"})
     assert [e.name for e in config.endpoints] == ["only"] and config.name == "default"
 
@@ -90,12 +90,12 @@ def test_configuration_from_url_env_and_options() -> None:
 def test_configuration_from_a_toml_file(tmp_path: Path) -> None:
     path = tmp_path / "geofailover.toml"
     path.write_text(
-        'name = "cache"\nhealth_check_interval = 0.5\napp_label = "web"\n'
+        'name = "cache"\nprobe_interval = 0.5\napp_label = "web"\n'
         '[[endpoints]]\nname = "us-east"\nurl = "redis://h1:6379/0"\nweight = 2\n'
         '[[endpoints]]\nname = "eu-west"\nurl = "redis://h2:6379/0"\n'
     )
     [config] = configs("--config", str(path))
-    assert (config.name, config.app_label, config.health_check_interval) == ("cache", "web", 0.5)
+    assert (config.name, config.app_label, config.probe_interval) == ("cache", "web", 0.5)
     assert [(e.name, e.weight) for e in config.endpoints] == [("us-east", 2.0), ("eu-west", 1.0)]
     nested = tmp_path / "pyproject-like.toml"
     nested.write_text('[geofailover]\nendpoints = "redis://h1:6379/0?name=x"\n')
@@ -461,7 +461,7 @@ def test_hints_name_the_command_as_typed(two, make_client: MakeClient) -> None:
     cli.main(["status"], engines=[engine], stdout=out, prog="manage.py geofailover")
     assert "end it with `manage.py geofailover unpin`" in out.getvalue()
     code, text = run("status", *url_args(two, "hinted"))
-    assert code == 0 and "end it with `geofailover --url … --name hinted -o health_check_interval=0.1 -o health_check_timeout=0.2 unpin`" in text
+    assert code == 0 and "end it with `geofailover --url … --name hinted -o probe_interval=0.1 -o health_check_timeout=0.2 unpin`" in text
 
 
 def test_a_forced_failover_does_not_suggest_force(two, make_client: MakeClient, fault_proxy_factory) -> None:

@@ -215,10 +215,10 @@ def test_a_heartbeat_parses_within_every_bound_or_is_rejected_with_a_reason(raw:
 @pytest.fixture
 def fleet_of_one(two: list[RedisServer]) -> Iterator[tuple[list[RedisServer], FailoverEngine, FailoverEngine, FailoverEngine]]:
     """A serving process, a reference engine to count rounds against, and an operator."""
-    client = FailoverRedis.from_url(url_list(two), name="props", **{**FAST, "health_check_interval": INTERVAL})
-    config = FailoverConfig.from_string(url_list(two), name="props", **{**FAST, "health_check_interval": INTERVAL})
+    client = FailoverRedis.from_url(url_list(two), name="props", **{**FAST, "probe_interval": INTERVAL})
+    config = FailoverConfig.from_string(url_list(two), name="props", **{**FAST, "probe_interval": INTERVAL})
     reference = registry.build_engine(
-        FailoverConfig.from_string(url_list(two), name="reference", **{**FAST, "health_check_interval": INTERVAL}), observer=True,
+        FailoverConfig.from_string(url_list(two), name="reference", **{**FAST, "probe_interval": INTERVAL}), observer=True,
     )
     operator = registry.build_engine(config, observer=True)
     try:

@@ -35,7 +35,7 @@ ME = f"{socket.gethostname()}:{os.getpid()}"
 # Rounds are counted against a reference engine with the same interval: a
 # spinning monitor (a round every 50 ms) does several times as many.
 SPIN_INTERVAL = 0.4
-FAST_CLI = ["-o", "health_check_interval=0.1", "-o", "health_check_timeout=0.2"]
+FAST_CLI = ["-o", "probe_interval=0.1", "-o", "health_check_timeout=0.2"]
 
 
 @pytest.fixture
@@ -132,10 +132,10 @@ def test_a_record_beyond_the_byte_cap_is_rejected_unread(two, make_client: MakeC
 def test_a_huge_reason_costs_every_process_nothing(two, make_client: MakeClient, observer) -> None:
     """The original report: 120k characters in the reason. The record is over the
     byte cap, so it is neither decoded nor masked; the monitor keeps its pace."""
-    client = make_client(two, health_check_interval=SPIN_INTERVAL)
+    client = make_client(two, probe_interval=SPIN_INTERVAL)
     client.ping()
     engine = client.geofailover
-    reference = observer(two, "reference", health_check_interval=SPIN_INTERVAL)
+    reference = observer(two, "reference", probe_interval=SPIN_INTERVAL)
     reference.check_now()
     store_raw(two, plane(engine).override_key, json.dumps(raw_record(reason="redis://u:" + "p" * 120_000)))
     syncs_after(engine)
@@ -199,10 +199,10 @@ def test_an_invalid_record_is_ignored_and_status_says_why(two, make_client: Make
 
 
 def test_a_pin_that_never_expires_is_refused_and_the_monitor_keeps_its_pace(two, make_client: MakeClient, observer) -> None:
-    client = make_client(two, health_check_interval=SPIN_INTERVAL)
+    client = make_client(two, probe_interval=SPIN_INTERVAL)
     client.ping()
     engine = client.geofailover
-    reference = observer(two, "reference2", health_check_interval=SPIN_INTERVAL)
+    reference = observer(two, "reference2", probe_interval=SPIN_INTERVAL)
     reference.check_now()
     text = json.dumps(raw_record(action="pin", until=math.nan))
     assert "NaN" in text
@@ -238,7 +238,7 @@ def test_override_clear_and_failback_force_overwrite_whatever_is_stored(two, mak
     engine = client.geofailover
     wait_until(lambda: any(h.key == ME for h in plane(engine).fleet()), timeout=3)
     key = plane(engine).override_key
-    args = ["--url", url_list(two), "--name", "clearme", "-o", "health_check_interval=0.1"]
+    args = ["--url", url_list(two), "--name", "clearme", "-o", "probe_interval=0.1"]
     store_raw(two, key, b"\xff\xfe not even json")
     out = io.StringIO()
     assert cli.main(["override", "clear", "--reason", "bad record", *args], stdout=out) == 0, out.getvalue()

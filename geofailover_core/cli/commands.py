@@ -80,7 +80,7 @@ class Invocation:
             refreshes += 1
             if watch is None or (count_ is not None and refreshes >= count_):
                 return code
-            period = watch if watch > 0 else max(1.0, min(e.config.health_check_interval for e in self.engines))
+            period = watch if watch > 0 else max(1.0, min(e.config.probe_interval for e in self.engines))
             time.sleep(period)
             if not self.json and not self.style.enabled:
                 self.print()

@@ -139,7 +139,7 @@ class ControlPlane:
 
     @property
     def heartbeat_ttl(self) -> float:
-        return heartbeat_ttl(self.engine.config.health_check_interval)
+        return heartbeat_ttl(self.engine.config.probe_interval)
 
     @property
     def syncs(self) -> int:

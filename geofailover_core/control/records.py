@@ -297,7 +297,7 @@ class Heartbeat:
     version: str  # geofailover version
     last_failover: dict[str, Any] | None  # engine.status()["last_event"]
     at: float  # wall clock of this heartbeat
-    ttl: float  # seconds this heartbeat stays valid (3 x health_check_interval, >= 3 s)
+    ttl: float  # seconds this heartbeat stays valid (3 x probe_interval, >= 3 s)
     clock_offset: float = 0.0  # this process's clock minus the endpoint's clock (seconds)
     override: str | None = None  # id of the last override this process has acted on
     note: str | None = None  # why that override was not (yet) followed here
