@@ -79,29 +79,16 @@ def client_config(
 
 def acquire_for(config: FailoverConfig | None, name: str | None, *, own_connections: bool = False) -> FailoverEngine:
     """The engine of ``config`` (or the one called ``name``), with a share taken for
-    the client. ``own_connections``: the client's pool follows ``config``'s
-    connection options, so they may differ from the engine's."""
+    the client (:func:`~geofailover_core.registry.release` gives it back). Shared
+    by the sync and the async clients, so a sync and an async client with one
+    name share one engine. ``own_connections``: the client's pool follows
+    ``config``'s connection options, so they may differ from the engine's."""
     if config is None:
         try:
             return acquire(name=name)
         except KeyError:
             raise ConfigurationError("name", f"no configuration named {name!r} exists in this process", "pass endpoints=[...] the first time") from None
     return acquire(config, own_connections=own_connections)
-
-
-def acquire_engine(
-    endpoints: Sequence[EndpointSpec] | str | None,
-    name: str | None,
-    config: FailoverConfig | Mapping[str, Any] | str | None,
-    engine_options: dict[str, Any],
-) -> FailoverEngine:
-    """The engine a client's constructor arguments describe, with a share taken
-    for the client (:func:`~geofailover_core.registry.release` gives it back).
-    Shared by the sync and the async clients, so both read the same arguments
-    the same way and a sync and an async client with one name share one engine.
-    A client whose pool builds connections from the engine's configuration (the
-    async one) must agree with it on connection options too."""
-    return acquire_for(client_config(endpoints, name, config, engine_options), name)
 
 
 @contextlib.contextmanager
@@ -175,7 +162,7 @@ class FailoverRedis(redis.Redis):
         self._geofailover_share = False
         if connection_pool is None:
             connection_pool = self._build_pool(endpoints, name, config, blocking_pool, max_connections, pool_timeout, options)
-            self._geofailover_share = True  # acquire_engine took a share of the engine for this client
+            self._geofailover_share = True  # acquire_for took a share of the engine for this client
         elif endpoints is not None or config is not None or options:
             raise ConfigurationError("connection_pool", "given together with endpoints or options", "pass either a pool or a configuration")
         self._geofailover_engine = _engine_of(connection_pool)
@@ -309,7 +296,10 @@ class FailoverRedis(redis.Redis):
             return super().transaction(func, *watches, **kwargs)
 
     def pubsub(self, **kwargs: Any) -> FailoverPubSub:
-        return FailoverPubSub(self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs)
+        dispatcher = getattr(self, "_event_dispatcher", None)  # redis-py >= 5.3
+        if dispatcher is not None:
+            kwargs.setdefault("event_dispatcher", dispatcher)
+        return FailoverPubSub(self.connection_pool, **kwargs)
 
     def client(self) -> FailoverRedis:
         return type(self)(connection_pool=self.connection_pool, single_connection_client=True)  # type: ignore[arg-type]
@@ -465,6 +455,21 @@ class FailoverPubSub(PubSub):
                 if self.connection is not None:
                     set_blocking(self.connection, True)  # a subscriber's wait is its own, never a stall
 
+    def _read_blocking(self, conn: Any) -> Any:
+        """A blocking read (``listen()``) waits for the next message however long
+        it takes, as in redis-py >= 6; older redis-py bounded it by the socket
+        timeout, which geofailover sets finite, so an idle subscriber raised."""
+        sock = getattr(conn, "_sock", None)
+        if sock is None:
+            return super().parse_response(True, 0)
+        sock.settimeout(None)
+        try:
+            return super().parse_response(True, 0)
+        finally:
+            if conn._sock is sock:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(conn.socket_timeout)
+
     def parse_response(self, block: bool = True, timeout: float = 0) -> Any:
         engine = self._engine()
         for _ in range(len(engine.config.endpoints) + 1):
@@ -475,6 +480,8 @@ class FailoverPubSub(PubSub):
                 generation = engine.generation
                 self._geo_readers += 1
             try:
+                if block:
+                    return self._read_blocking(conn)
                 return super().parse_response(block, timeout)
             except BaseException as exc:
                 if conn is not self.connection:  # the switch worker moved us while we read: read the new socket

@@ -17,6 +17,8 @@ endpoint instead of waiting on a dead region.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import socket
 import time
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from .config import FailoverConfig
 
 _monotonic = time.monotonic
+_COMMAND_NAME_REQUIRED = inspect.signature(redis.ConnectionPool.get_connection).parameters["command_name"].default is inspect.Parameter.empty
 
 # redis-py >= 6 has a dedicated class; earlier versions raised ConnectionError.
 _MAX_CONNECTIONS_ERROR: type[Exception] = getattr(redis.exceptions, "MaxConnectionsError", redis.exceptions.ConnectionError)
@@ -74,8 +77,10 @@ class FailoverPoolMixin:
         self._config = config if config is not None else engine.config
         self._client_options = client_options
         self._endpoint_params = {}
-        # Bound once: the command path calls it for every command.
-        self._base_get_connection: Any = super().get_connection  # type: ignore[misc]
+        # Bound once: the command path calls it for every command. redis-py < 5.3
+        # requires a command name it then ignores.
+        base = super().get_connection  # type: ignore[misc]
+        self._base_get_connection: Any = functools.partial(base, "") if _COMMAND_NAME_REQUIRED else base
         engine.add_switch_listener(self)
 
     @property
@@ -142,7 +147,7 @@ class FailoverPoolMixin:
         for _ in range(3):
             self.release(conn)  # type: ignore[attr-defined]  # stale: discarded, not pooled
             try:
-                conn = super().get_connection()  # type: ignore[misc]
+                conn = self._base_get_connection()
             except BaseException as exc:
                 mark_unsent(exc)
                 raise

@@ -71,6 +71,17 @@ async def test_is_a_real_async_redis_on_the_same_engine_as_a_sync_client(two, ma
         await same.aclose()
 
 
+async def test_clients_of_one_engine_may_differ_in_connection_options(two, make_async) -> None:
+    first = make_async(two, name="per-client-async")
+    await first.set("k", "v")
+    other = AsyncFailoverRedis.from_url(url_list(two), name="per-client-async", **{**FAST, "socket_timeout": 5.0, "decode_responses": True})
+    try:
+        assert other.geofailover is first.geofailover
+        assert await other.get("k") == "v" and await first.get("k") == b"v"
+    finally:
+        await other.aclose()
+
+
 async def test_kill_fails_over_with_no_error_for_reads_and_unsent_writes(two, make_async) -> None:
     mark(two)
     client = make_async(two)

@@ -79,7 +79,7 @@ def test_pubsub_follows_a_failback_while_the_old_endpoint_stays_up(two, make_cli
     two[0].restart()
     wait_until(lambda: client.geofailover.active == "a", timeout=5)
     wait_until(lambda: _subscribers(two[0], "news") == 1, timeout=3, message="the blocked reader did not follow the failback")
-    wait_until(lambda: (two[0].client().publish("news", "on-a"), _received(got, b"on-a"))[1], timeout=3)
+    wait_until(lambda: (two[0].client().publish("news", "on-a"), _received(got, b"on-a"))[1], timeout=3, message=f"nothing on a; the reader got {got}")
     assert _subscribers(two[1], "news") == 0
 
 
