@@ -549,6 +549,7 @@ class FailoverConfig:
     health_check_combine: str = DEFAULTS["health_check_combine"]
     control_plane: bool = DEFAULTS["control_plane"]
     control_key_prefix: str = DEFAULTS["control_key_prefix"]
+    control_db: int | None = DEFAULTS["control_db"]
     app_label: str = DEFAULTS["app_label"]
     health_check_interval: InitVar[float | None] = None
 

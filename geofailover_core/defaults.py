@@ -172,6 +172,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "key",
     ),
     Setting(
+        "control_db", None, "",
+        "Database of the control-plane keys on every endpoint. `None`: database 15 (14 when the "
+        "application uses 15), so `KEYS`, `SCAN`, `DBSIZE` and `FLUSHDB` of the application's "
+        "database never see them; on a server with one database (Redis Software, Redis Cloud) "
+        "the application's, under the key prefix. Every process of a fleet and the "
+        "`geofailover` command must agree on it.",
+        "integer", minimum=0, maximum=1023, nullable=True,
+    ),
+    Setting(
         "app_label", "", "",
         "Label of this application in heartbeats and fleet status (e.g. `web`, `worker`).",
         "text",

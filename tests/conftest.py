@@ -28,6 +28,9 @@ FAST = {
 
 _names = itertools.count()
 
+#: Where the control plane keeps its keys on the test servers (the default: database 15).
+CONTROL_DB = 15
+
 MakeClient = Callable[..., FailoverRedis]
 
 

@@ -22,7 +22,7 @@ from geofailover_core import FailoverConfig, cli, registry
 from geofailover_core.control import Heartbeat
 from geofailover_core.testing import RedisServer, wait_until
 
-from .conftest import FAST, MakeClient, url_list
+from .conftest import CONTROL_DB, FAST, MakeClient, url_list
 
 FAST_OPTS = ["-o", "probe_interval=0.1", "-o", "health_check_timeout=0.2"]
 
@@ -192,7 +192,7 @@ def test_status_flags_a_process_that_disagrees(two, make_client: MakeClient, fau
     wait_until(lambda: any(p.active == "b" for p in engine.control.fleet()), timeout=3)  # type: ignore[union-attr]
     for pid in (4242, 4243):
         peer = Heartbeat("peer-host", pid, "clitest", "worker", "a", time.time(), None, None, "0.1.0", None, time.time(), 60.0)
-        two[0].client().hset("geofailover:clitest:fleet", peer.key, peer.to_json())
+        two[0].client(db=CONTROL_DB).hset("geofailover:clitest:fleet", peer.key, peer.to_json())
     code, out = run("status", *url_args(two))
     assert code == 1
     assert "SPLIT" in out and "uses b while most use a" in out and "check its log" in out
@@ -377,7 +377,7 @@ def test_a_command_fires_no_events_on_the_engines_it_is_given(two, capsys) -> No
 def test_the_standalone_command_writes_no_heartbeat_and_leaves_no_hold(two) -> None:
     code, out = run("failover", "--to", "b", "--wait", "0.3", *url_args(two, "lonely"))
     assert code == 3, out
-    assert two[0].client().hlen("geofailover:lonely:fleet") == 0 and two[1].client().hlen("geofailover:lonely:fleet") == 0
+    assert two[0].client(db=CONTROL_DB).hlen("geofailover:lonely:fleet") == 0 and two[1].client(db=CONTROL_DB).hlen("geofailover:lonely:fleet") == 0
 
 
 # -- status: the fleet is the subject -------------------------------------------------------------------

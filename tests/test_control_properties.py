@@ -42,7 +42,7 @@ from geofailover_core.control.records import (
 from geofailover_core.terminal import Style
 from geofailover_core.testing import RedisServer, wait_until
 
-from .conftest import FAST, url_list
+from .conftest import CONTROL_DB, FAST, url_list
 
 ME = f"{socket.gethostname()}:{os.getpid()}"
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -249,8 +249,8 @@ def test_no_stored_record_hangs_spins_crashes_or_blocks_the_fleet(
     servers, engine, reference, operator = fleet_of_one
     key, fleet_key = plane(engine).override_key, plane(engine).fleet_key
     for server in servers if on_both else servers[:1]:
-        server.client().set(key, record)
-    servers[0].client().hset(fleet_key, b"zz:" + field, beat)
+        server.client(db=CONTROL_DB).set(key, record)
+    servers[0].client(db=CONTROL_DB).hset(fleet_key, b"zz:" + field, beat)
     try:
         # Not hung: the process keeps reading the keys.
         start = plane(engine).syncs
@@ -268,7 +268,7 @@ def test_no_stored_record_hangs_spins_crashes_or_blocks_the_fleet(
         assert ME in {p["key"] for p in json.loads(out.getvalue())["configurations"][0]["fleet"]}
         # The operator is never blocked: the way out, then an ordinary action, reach the process
         # (the entry goes first: a valid one would be a peer that never acknowledges).
-        servers[0].client().hdel(fleet_key, b"zz:" + field)
+        servers[0].client(db=CONTROL_DB).hdel(fleet_key, b"zz:" + field)
         if way_out == "override clear":
             result = request(operator, "clear", wait=5)
         else:
@@ -277,4 +277,4 @@ def test_no_stored_record_hangs_spins_crashes_or_blocks_the_fleet(
         result = request(operator, "unpin", wait=5)
         assert result.written_to == ["a", "b"] and result.ok and [hb.key for hb in result.moved] == [ME], result
     finally:
-        servers[0].client().hdel(fleet_key, b"zz:" + field)
+        servers[0].client(db=CONTROL_DB).hdel(fleet_key, b"zz:" + field)

@@ -29,7 +29,7 @@ from geofailover_core.control import ControlPlane, Heartbeat, Override, fleet_st
 from geofailover_core.control.records import MAX_HEARTBEAT_BYTES, MAX_REASON, MAX_RECORD_BYTES
 from geofailover_core.testing import RedisServer, wait_until
 
-from .conftest import FAST, MakeClient, url_list
+from .conftest import CONTROL_DB, FAST, MakeClient, url_list
 
 ME = f"{socket.gethostname()}:{os.getpid()}"
 # Rounds are counted against a reference engine with the same interval: a
@@ -58,7 +58,7 @@ def plane(engine: FailoverEngine) -> ControlPlane:
 
 
 def server_now(server: RedisServer) -> float:
-    seconds, micros = server.client().time()
+    seconds, micros = server.client(db=CONTROL_DB).time()
     return seconds + micros / 1_000_000
 
 
@@ -72,7 +72,7 @@ def raw_record(**fields: Any) -> dict[str, Any]:
 
 def store_raw(servers: list[RedisServer], key: str, value: str | bytes) -> None:
     for server in servers:
-        server.client().set(key, value)
+        server.client(db=CONTROL_DB).set(key, value)
 
 
 def syncs_after(engine: FailoverEngine, n: int = 2) -> None:
@@ -147,7 +147,7 @@ def test_the_cli_refuses_a_long_reason_before_writing_anything(two, capsys) -> N
     out = io.StringIO()
     code = cli.main(["failover", "--to", "b", "--reason", "r" * (MAX_REASON + 1), "--url", url_list(two), "--name", "longreason"], stdout=out)
     assert code == 2 and f"at most {MAX_REASON} characters" in capsys.readouterr().err
-    assert two[0].client().keys("geofailover:*") == [] and two[1].client().keys("geofailover:*") == []
+    assert two[0].client(db=CONTROL_DB).keys("geofailover:*") == [] and two[1].client(db=CONTROL_DB).keys("geofailover:*") == []
     code = cli.main(["pin", "a", "--reason", "two\nlines", "--url", url_list(two), "--name", "longreason"], stdout=out)
     assert code == 2 and "control characters" in capsys.readouterr().err
 
@@ -228,7 +228,7 @@ def test_a_record_from_the_far_future_blocks_nobody(two, make_client: MakeClient
     # Any action replaces it (no "a newer override is already stored there").
     result = request(observer(two, engine.name), "failover", "b", wait=5)
     assert result.failed == {} and result.written_to == ["a", "b"] and result.ok
-    assert engine.active == "b" and Override.from_json(two[0].client().get(key)).id == result.override.id
+    assert engine.active == "b" and Override.from_json(two[0].client(db=CONTROL_DB).get(key)).id == result.override.id
     assert result.override.at < time.time() + 60
 
 
@@ -243,18 +243,18 @@ def test_override_clear_and_failback_force_overwrite_whatever_is_stored(two, mak
     out = io.StringIO()
     assert cli.main(["override", "clear", "--reason", "bad record", *args], stdout=out) == 0, out.getvalue()
     assert "clear the override" in out.getvalue() and "OK  all 1 process" in out.getvalue()
-    cleared = Override.from_json(two[1].client().get(key))
+    cleared = Override.from_json(two[1].client(db=CONTROL_DB).get(key))
     assert cleared.action == "clear"
     out = io.StringIO()
     assert cli.main(["status", *args], stdout=out) == 0, out.getvalue()
     assert "override: none (cleared by" in out.getvalue()
     # A hash where the record should be (WRONGTYPE for a plain GET) is overwritten too.
     for server in two:
-        server.client().delete(key)
-        server.client().hset(key, "x", "y")
+        server.client(db=CONTROL_DB).delete(key)
+        server.client(db=CONTROL_DB).hset(key, "x", "y")
     out = io.StringIO()
     assert cli.main(["failback", "--force", *args], stdout=out) == 0, out.getvalue()
-    assert Override.from_json(two[0].client().get(key)).action == "failback"
+    assert Override.from_json(two[0].client(db=CONTROL_DB).get(key)).action == "failback"
 
 
 def test_a_valid_record_that_is_newer_is_kept_unless_forced(two, observer) -> None:
@@ -281,7 +281,7 @@ def test_a_bad_heartbeat_never_crashes_status_and_is_reported(two, observer) -> 
         "future": json.loads(good.to_json()) | {"pid": 12, "at": 1e18},
         "huge": json.loads(good.to_json()) | {"pid": 13, "note": "n" * (MAX_HEARTBEAT_BYTES + 1)},
     }
-    client_a = two[0].client()
+    client_a = two[0].client(db=CONTROL_DB)
     client_a.hset(fleet_key, good.key, good.to_json())
     for field, data in bad.items():
         client_a.hset(fleet_key, field, json.dumps(data))

@@ -26,6 +26,7 @@ from geofailover_core import registry
 from geofailover_core.testing import RedisServer, wait_until
 from geofailover_flask import GeoFailover, signals
 
+from .conftest import CONTROL_DB
 from .test_flask_support import FAST, new_app
 
 
@@ -180,7 +181,7 @@ def test_gunicorn_workers_report_at_boot_with_the_example_config(two: list[Redis
         cwd=EXAMPLE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        fleet = two[0].client()
+        fleet = two[0].client(db=CONTROL_DB)
 
         def workers_reporting() -> int:
             return sum(1 for field in fleet.hkeys("geofailover:default:fleet"))

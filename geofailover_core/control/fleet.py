@@ -227,6 +227,7 @@ def fleet_status(engine: FailoverEngine) -> dict[str, Any]:
             "enabled": True,
             "prefix": engine.config.control_key_prefix,
             "keys": {"override": plane.override_key, "fleet": plane.fleet_key},
+            "databases": {ep.name: plane.database(ep) for ep in engine.states()},  # where the keys live on each endpoint
             "heartbeat_ttl": plane.heartbeat_ttl,
             "unreachable": unreachable,  # read failed
             "skipped": [ep.name for ep in engine.states() if ep.health is HealthStatus.UNHEALTHY],  # last probe: down

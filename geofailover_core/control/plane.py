@@ -22,6 +22,8 @@ from typing import Any
 
 import redis
 
+from ..config import FailoverConfig
+from ..connection import direct_client, probe_params
 from ..endpoint import EndpointState
 from ..engine import FailoverEngine
 from ..errors import UnhealthyEndpointError, UnknownEndpointError
@@ -114,7 +116,10 @@ class ControlPlane:
         engine.control = self
 
     def _after_fork(self) -> None:
-        # Locks held by a parent thread at fork() time stay held in the child.
+        # Locks held by a parent thread at fork() time stay held in the child;
+        # the parent's sockets are the parent's.
+        self._clients: dict[str, redis.Redis] = {}
+        self._dbs: dict[str, int] = {}
         self._lock = threading.RLock()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -189,6 +194,9 @@ class ControlPlane:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         self._forget_heartbeat()
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            client.connection_pool.disconnect()
 
     # -- sync: the per-interval work -------------------------------------------------
 
@@ -231,7 +239,52 @@ class ControlPlane:
         ]
 
     def _client(self, ep: EndpointState) -> redis.Redis:
-        return ep.probe_client(self.engine.config)
+        """The client of ``ep``'s control database (see :meth:`database`)."""
+        client = self._clients.get(ep.name)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(ep.name)
+                if client is None:
+                    client = self._connect(ep, self.database(ep))
+                    if ep.name in self._dbs:  # the database is known: keep it (else ask again next time)
+                        self._clients[ep.name] = client
+        return client
+
+    def database(self, ep: EndpointState) -> int:
+        """Where the control keys live on ``ep``: ``control_db``, or by default
+        database 15 (14 when the application uses 15), so the application's
+        ``KEYS``/``SCAN``/``FLUSHDB`` never meet them; the application's own
+        database on a server that has only one (Redis Software, Redis Cloud)."""
+        db = self._dbs.get(ep.name)
+        if db is None:
+            configured = self.engine.config.control_db
+            app_db = _app_db(self.engine.config, ep)
+            db = configured if configured is not None else (15 if app_db != 15 else 14)
+        return db
+
+    def _connect(self, ep: EndpointState, db: int) -> redis.Redis:
+        conn_class, kwargs = probe_params(self.engine.config, ep.config)
+        kwargs["db"] = db
+        client = direct_client(conn_class, kwargs, max_connections=4)
+        try:
+            client.ping()  # connects and SELECTs: refused where the server has one database
+        except redis.exceptions.ResponseError as exc:
+            if not _one_database(exc):
+                raise
+            app_db = _app_db(self.engine.config, ep)
+            logger.info(
+                "geofailover[%s]: %s has no database %d (%s); the control-plane keys %s* share the application's database %d",
+                self.engine.name, ep.name, db, exc, self.override_key.rsplit(":", 1)[0], app_db,
+            )
+            client.connection_pool.disconnect()
+            kwargs["db"] = app_db
+            client = direct_client(conn_class, kwargs, max_connections=4)
+            self._dbs[ep.name] = app_db
+        except (redis.RedisError, OSError):
+            pass  # unreachable now: the first command reports it (and the next call asks again)
+        else:
+            self._dbs[ep.name] = db
+        return client
 
     def _warn_once(self, key: str, message: str, *args: Any) -> None:
         if key in self._warned:
@@ -617,6 +670,17 @@ def _version() -> str:
     from .. import __version__
 
     return __version__
+
+
+def _app_db(config: FailoverConfig, ep: EndpointState) -> int:
+    _conn_class, kwargs = probe_params(config, ep.config)
+    return int(kwargs.get("db") or 0)
+
+
+def _one_database(exc: BaseException) -> bool:
+    """The server refuses SELECT of any other database (a single-database server)."""
+    text = str(exc).lower()
+    return "out of range" in text or "select is not allowed" in text or "unknown command" in text
 
 
 def attach_control_plane(engine: FailoverEngine) -> ControlPlane:
