@@ -82,7 +82,7 @@ MULTIDB_SHORT_FALLBACK = 2.0
 OURS_TUNED: dict[str, Any] = {
     "socket_timeout": 0.5,
     "socket_connect_timeout": 0.5,
-    "health_check_interval": 0.5,
+    "probe_interval": 0.5,
     "health_check_timeout": 0.25,
     "confirm_timeout": 0.5,
     "failback_grace_period": OURS_SHORT_GRACE,
@@ -105,7 +105,7 @@ MULTIDB_TUNED_DATABASE: dict[str, Any] = {
     "client_kwargs": {"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
 }
 
-SCENARIOS = ("overhead", "kill", "freeze", "failback")
+SCENARIOS = ("overhead", "first", "kill", "freeze", "failback")
 
 log = logging.getLogger("failover_bench")
 
@@ -130,6 +130,7 @@ class Settings:
     default_failback: bool  # also measure our failback with the default grace period (n=1)
     placements: int  # overhead: 1 = client and server on one core only, 2 = also on two cores
     stratify: bool  # spread fault times over the clients' probe periods (see phase_delay)
+    first_rounds: int = 15  # first command: interleaved rounds (a new client each)
 
 
 def progress(msg: str) -> None:
@@ -352,8 +353,8 @@ def build_ours_tuned(a: Server, b: Server, variant: str) -> tuple[Any, Callable[
 
 PLAIN = ClientSpec("plain", "plain redis.Redis", build_plain, 0.0)
 MULTIDB = ClientSpec("multidb", "MultiDBClient (defaults)", build_multidb, float(MultiDbConfig.health_check_interval))
-OURS = ClientSpec("ours", "FailoverRedis (defaults)", build_ours, float(DEFAULTS["health_check_interval"]))
-OURS_TUNED_SPEC = ClientSpec("ours_tuned", "FailoverRedis tuned", build_ours_tuned, float(OURS_TUNED["health_check_interval"]))
+OURS = ClientSpec("ours", "FailoverRedis (defaults)", build_ours, float(DEFAULTS["probe_interval"]))
+OURS_TUNED_SPEC = ClientSpec("ours_tuned", "FailoverRedis tuned", build_ours_tuned, float(OURS_TUNED["probe_interval"]))
 
 
 def phase_delay(spec: ClientSpec, rep: int, s: Settings) -> float:
@@ -706,6 +707,44 @@ def overhead(specs: list[ClientSpec], binary: str, workdir: Path, s: Settings) -
         stop_pair(a, b)
 
 
+def first_command(specs: list[ClientSpec], binary: str, workdir: Path, s: Settings) -> dict[str, Any]:
+    """From constructing a client to the reply of its first GET, ms; interleaved
+    rounds, a new client each time (ours: a new engine name, so a new engine)."""
+    a, b = start_pair(binary, workdir)
+    times: dict[str, list[float]] = {spec.key: [] for spec in specs}
+    try:
+        for spec in specs:  # warm-up: imports and caches every client touches once per process
+            client, close = spec.build(a, b, "default")
+            client.get("bench:first")
+            close()
+        for r in range(s.first_rounds):
+            order = specs[r % len(specs):] + specs[: r % len(specs)]
+            for spec in order:
+                gc.collect()
+                t0 = time.perf_counter()
+                client, close = spec.build(a, b, "default")
+                client.get("bench:first")
+                times[spec.key].append((time.perf_counter() - t0) * 1000)
+                close()
+        progress("  first command, median ms: " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in times.items()))
+        ratios = {
+            k: [x / p for x, p in zip(v, times["plain"], strict=True)] for k, v in times.items()
+        }
+        return {
+            k: {
+                "median_ms": round(statistics.median(v), 3),
+                "ms_q1": round(_quartiles(v)[0], 3),
+                "ms_q3": round(_quartiles(v)[1], 3),
+                "ratio_median": round(statistics.median(ratios[k]), 3),
+                "ratio_q1": round(_quartiles(ratios[k])[0], 3),
+                "ratio_q3": round(_quartiles(ratios[k])[1], 3),
+            }
+            for k, v in times.items()
+        }
+    finally:
+        stop_pair(a, b)
+
+
 # ----------------------------------------------------------------------------------------------
 # reporting
 # ----------------------------------------------------------------------------------------------
@@ -822,6 +861,13 @@ def render(results: dict[str, Any], s: Settings) -> str:
                 for k, v in cl.items()
             },
         )
+    first = results.get("first_command")
+    if first:
+        row(
+            f"first command: constructing the client to the reply of its first GET, ms, median [IQR] of {s.first_rounds} "
+            "interleaved rounds; ratio to plain (target for ours ≤ 1.3x)",
+            {k: f"{v['median_ms']:.2f} [{v['ms_q1']:.2f}-{v['ms_q3']:.2f}]; {v['ratio_median']:.2f}x" for k, v in first.items()},
+        )
     n = s.reps
     for fault, title in (("kill", "kill -9 of active"), ("freeze", "SIGSTOP of active")):
         if fault not in results:
@@ -846,11 +892,11 @@ def render(results: dict[str, Any], s: Settings) -> str:
         )
         row("failback: errors raised to the caller after the restart (per run)", {k: cell_errors(v) for k, v in fb.items()})
     grace = float(DEFAULTS["failback_grace_period"])
-    interval = float(DEFAULTS["health_check_interval"])
+    interval = float(DEFAULTS["probe_interval"])
     default_cells = {
         "plain": "n/a",
         "multidb": f"EXPECTED ≈ {MULTIDB_DEFAULT_FALLBACK_INTERVAL:g} s after the failover (auto_fallback_interval={MULTIDB_DEFAULT_FALLBACK_INTERVAL:g} s; not measured)",
-        "ours": f"EXPECTED {grace:g}-{grace + interval:g} s after restart (failback_grace_period={grace:g} s + ≤ 1 health_check_interval)",
+        "ours": f"EXPECTED {grace:g}-{grace + interval:g} s after restart (failback_grace_period={grace:g} s + ≤ 1 probe_interval)",
     }
     if "failback_default" in results:
         default_cells["ours"] += f"; MEASURED {cell_time(results['failback_default'], s.cap)} (n={results['failback_default']['n']})"
@@ -899,12 +945,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.quick:
         s = Settings(
             quick=True, reps=1, rounds=5, ops=1500, period=0.01, cap=30.0, plain_window=2.5, tail=0.3,
-            settle=0.5, warmup_ok=10, tuned=False, default_failback=False, placements=1, stratify=False,
+            settle=0.5, warmup_ok=10, tuned=False, default_failback=False, placements=1, stratify=False, first_rounds=7,
         )
     else:
         s = Settings(
             quick=False, reps=3, rounds=15, ops=3000, period=0.01, cap=30.0, plain_window=6.0, tail=1.0,
-            settle=1.0, warmup_ok=20, tuned=True, default_failback=True, placements=2, stratify=True,
+            settle=1.0, warmup_ok=20, tuned=True, default_failback=True, placements=2, stratify=True, first_rounds=25,
         )
     changes: dict[str, Any] = {}
     for name in ("reps", "rounds", "ops", "cap"):
@@ -958,6 +1004,9 @@ def main(argv: list[str] | None = None) -> int:
         if "overhead" in only:
             progress(f"[overhead] {s.rounds} rounds x {s.ops} ops x 3 clients")
             results["overhead"] = overhead([PLAIN, MULTIDB, OURS], binary, workdir, s)
+        if "first" in only:
+            progress(f"[first command] {s.first_rounds} rounds x 3 clients")
+            results["first_command"] = first_command([PLAIN, MULTIDB, OURS], binary, workdir, s)
         for fault in ("kill", "freeze"):
             if fault not in only:
                 continue

@@ -32,6 +32,7 @@ DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
 INCR_KEYS = {
     "core": "fm:core:ctr",
     "core_all": "fm:core_all:ctr",
+    "async": "fm:async:ctr",
     "multidb": "fm:multidb:ctr",
     "multidb_tuned": "fm:multidb_tuned:ctr",
     "django": ":1:fm:django:ctr",

@@ -26,6 +26,7 @@ write, without asking the client.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import faulthandler
 import itertools
@@ -56,15 +57,50 @@ class Loop:
     Bounded in count and time; never bursts to catch up after a slow call.
     """
 
-    def __init__(self, call: Callable[[], int | None], period: float, max_seconds: float = 600.0) -> None:
-        self.call = call
-        self.period = period
+    def __init__(self, surface: Surface, max_seconds: float = 600.0) -> None:
+        self.surface = surface
+        self.call = surface.call
+        self.period = surface.period
         self.deadline = time.monotonic() + max_seconds
         self.records: list[Record] = []
         self.ok = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fault-matrix-caller", daemon=True)
+        target = self._run_async if isinstance(surface, Async) else self._run
+        self._thread = threading.Thread(target=target, name="fault-matrix-caller", daemon=True)
         self._thread.start()
+
+    def _record(self, t0: float, value: int | None, error: str | None) -> float:
+        t1 = time.monotonic()
+        self.records.append([t0, t1, value, error])
+        if error is None:
+            self.ok += 1
+        return t1
+
+    def _run_async(self) -> None:
+        """The same loop as a coroutine on this thread's own event loop, which the client lives on."""
+        surface = self.surface
+        assert isinstance(surface, Async)
+
+        async def run() -> None:
+            next_start = time.monotonic()
+            try:
+                while not self._stop.is_set() and len(self.records) < 200_000 and time.monotonic() < self.deadline:
+                    now = time.monotonic()
+                    if now < next_start:
+                        await asyncio.sleep(next_start - now)
+                        continue
+                    t0 = time.monotonic()
+                    value: int | None = None
+                    error: str | None = None
+                    try:
+                        value = await surface.acall()
+                    except Exception as exc:  # noqa: BLE001 - every error the caller sees is the measurement
+                        error = type(exc).__name__
+                    next_start = max(next_start + self.period, self._record(t0, value, error))
+            finally:
+                await surface.aclose()
+
+        asyncio.run(run())
 
     def _run(self) -> None:
         next_start = time.monotonic()
@@ -81,11 +117,7 @@ class Loop:
                 value = self.call()
             except Exception as exc:  # noqa: BLE001 - every error the caller sees is the measurement
                 error = type(exc).__name__
-            t1 = time.monotonic()
-            self.records.append([t0, t1, value, error])
-            if error is None:
-                self.ok += 1
-            next_start = max(next_start + self.period, t1)
+            next_start = max(next_start + self.period, self._record(t0, value, error))
 
     def stop(self, timeout: float = 30.0) -> bool:
         self._stop.set()
@@ -165,6 +197,30 @@ class Core(Surface):
         with contextlib.suppress(Exception):
             self.client.close()
         super().close()
+
+
+class Async(Surface):
+    """``AsyncFailoverRedis`` with its defaults, on the caller thread's own event loop:
+    ``await get`` then ``await incr``."""
+
+    def open(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.key = spec["key"]
+        self.client: Any = None
+
+    async def acall(self) -> int:
+        if self.client is None:  # built on the event loop that awaits it
+            from geofailover_core.asyncio import AsyncFailoverRedis
+
+            self.client = AsyncFailoverRedis.from_url(endpoint_url(self.spec), name=f"fm-async-{self.spec['run']}")
+        await self.client.get("fm:read")
+        return int(await self.client.incr(self.key))
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.aclose()
+            self.client = None
 
 
 class MultiDB(Surface):
@@ -456,7 +512,7 @@ SURFACES: dict[str, Callable[[], Surface]] = {
     "django": Django,
     "flask": Flask,
     "celery": Celery,
-    # "async": the asyncio client, once the async issue has landed (no stand-in until then).
+    "async": Async,
 }
 
 
@@ -478,7 +534,7 @@ def serve(name: str) -> None:
                 t0 = time.monotonic()
                 surface.open(spec)
                 t1 = time.monotonic()
-                loop = Loop(surface.call, surface.period)
+                loop = Loop(surface)
                 deadline = time.monotonic() + 30
                 while loop.ok < spec["warmup"] and time.monotonic() < deadline:
                     time.sleep(0.005)

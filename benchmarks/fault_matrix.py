@@ -156,7 +156,7 @@ def run_once(fault: Fault, rep: int, reps: int, s: Settings, binary: Any, workdi
             if not reply["ready"]:
                 raise RuntimeError(f"{surface} did not serve {s.warmup} calls on a within 30 s (log: {workdir}/driver-{surface}.log)")
         # Spread the fault over the clients' 1 s probe cycle: run i of n at (i + 0.5) / n s.
-        time.sleep((rep + 0.5) / reps * float(DEFAULTS["health_check_interval"]))
+        time.sleep((rep + 0.5) / reps * float(DEFAULTS["probe_interval"]))
         fault.script(run)  # sets run.t_fault once the fault is in effect
         run.t_heal = time.monotonic()
         time.sleep(fault.tail if fault.tail is not None else s.tail)

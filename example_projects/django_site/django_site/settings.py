@@ -38,7 +38,7 @@ CACHES = {
             # down, cache calls return their defaults (logged once per outage).
             "IGNORE_EXCEPTIONS": True,
             "GEOFAILOVER": {
-                "health_check_interval": 1.0,
+                "probe_interval": 1.0,
                 # Short so the walkthrough shows the failback quickly; use more in production.
                 "failback_grace_period": 5.0,
                 "app_label": "example-web",
