@@ -212,7 +212,9 @@ class Async(Surface):
         if self.client is None:  # built on the event loop that awaits it
             from geofailover_core.asyncio import AsyncFailoverRedis
 
-            self.client = AsyncFailoverRedis.from_url(endpoint_url(self.spec), name=f"fm-async-{self.spec['run']}")
+            self.client = AsyncFailoverRedis.from_url(
+                endpoint_url(self.spec), name=f"fm-async-{self.spec['run']}", **self.spec.get("engine_options", {})
+            )
         await self.client.get("fm:read")
         return int(await self.client.incr(self.key))
 
