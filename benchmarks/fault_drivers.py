@@ -386,7 +386,8 @@ class Celery(Surface):
         backend = endpoint_url({"endpoints": [dict(ep, url=ep["url"].rsplit("/", 1)[0] + "/1") for ep in spec["endpoints"]]}, "geofailover")
         os.environ.update(
             GEO_BROKER=broker, GEO_BACKEND=backend, GEO_LEDGER=spec["ledger"], GEO_ENGINE_OPTIONS=json.dumps(spec.get("engine_options", {})),
-            GEO_APP_CONF="{}",
+            # As docs/celery.md's quick start: a result stored while the regions are down is retried, not lost.
+            GEO_APP_CONF=json.dumps({"result_backend_always_retry": True}),
         )
         self.ledger = redis.Redis.from_url(spec["ledger"])
         self.ledger.delete("ran", "signals")
