@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from kombu.transport import redis as kombu_redis
@@ -20,7 +21,7 @@ from geofailover_core.connection import PinnedConnection, endpoint_params, manag
 from geofailover_core.errors import GeoFailoverError
 
 from .qos import GeoQoS
-from .reliable_pop import ReliablePop
+from .reliable_pop import BELL, ReliablePop, ring
 
 if TYPE_CHECKING:
     from .settings import Resolved
@@ -74,6 +75,7 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         self.geo: Resolved = connection.geo
         self.endpoint = self._pin()
+        connection.show(self.endpoint)
         self.reliable = ReliablePop(self, bool(self.geo.options["reliable_pop"]))
         super().__init__(connection, **kwargs)
         if not connection.announced:
@@ -140,6 +142,7 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
         if self._qos is not None and self._qos._delivered:
             return False
         old, self.endpoint = self.endpoint, self._pin()  # raises (a connection error) when no endpoint is healthy
+        self.connection.show(self.endpoint)
         self._disconnect_pools()
         self._close_clients()
         for attr in ("client", "subclient", "_refresh_binding", "_sweep_bindings"):
@@ -152,6 +155,27 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
         logger.info("geofailover[%s]: producer channel moved from %s to %s (%d binding(s) declared there)",
                     self.geo.engine.name, old, self.endpoint, len(bindings))
         return True
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish, and the queue's doorbell (:mod:`.reliable_pop`) in the same transaction
+        (or in kombu's publish batch)."""
+        batch = kwargs.pop("_publish_batch", None)
+        if batch is not None or not self.reliable.enabled:
+            super()._put(queue, message, _publish_batch=batch)
+            if batch is not None and self.reliable.enabled:
+                ring(batch.add, BELL + queue)
+            return
+        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            collect = SimpleNamespace(add=lambda command, *args: getattr(pipe, command)(*args))
+            super()._put(queue, message, _publish_batch=collect)
+            ring(collect.add, BELL + queue)
+            pipe.execute()
+
+    def _do_restore_message(self, payload: Any, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False) -> None:
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        if self.reliable.enabled:
+            for queue in self._lookup(exchange, routing_key):
+                ring(lambda command, *args: getattr(pipe, command)(*args), BELL + queue)
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         self._check()
@@ -177,11 +201,6 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
             return super()._brpop_read(**options)  # type: ignore[no-any-return]
         return self.reliable.read_wait(**options)
 
-    def _poll_error(self, type: str, **options: Any) -> Any:
-        if type == "BRPOP" and self.reliable.enabled:
-            return self.client.parse_response(self.client.connection, "BLMOVE")
-        return super()._poll_error(type, **options)
-
     def _get(self, queue: str, timeout: Any = None) -> Any:
         if not (self.reliable.enabled and self.reliable.recording_get):
             return super()._get(queue)
@@ -189,7 +208,7 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
 
     def close(self) -> None:
         if not self.closed and self.reliable.enabled:
-            self._drop_wait()  # it carries no message (the pop script takes them): no need to read its reply
+            self._drop_wait()  # a doorbell at most (the pop script takes messages): no need to read it
         if not self.closed and self.stale():
             if not self.geo.engine.endpoint(self.endpoint).answering():
                 self._abandon()

@@ -1,4 +1,4 @@
-"""Messages in flight when a channel's endpoint fails or the channel moves."""
+"""Messages in flight when a channel's endpoint fails or the channel moves, and messages that cannot be delivered."""
 
 # mypy: disallow-untyped-calls=False
 
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from .channel import GeoChannel
 
 logger = logging.getLogger("geofailover.celery")
+
+#: Messages that cannot be delivered (not decodable, or no queue to route them to) are
+#: moved out of the unacked records into this hash, on the endpoint where they were found.
+DEAD_LETTER = "_geofailover.dead_letter"
 
 
 class GeoQoS(kombu_redis.QoS):  # type: ignore[misc]
@@ -84,7 +88,7 @@ def rescue(channel: GeoChannel, message: Any, exc: BaseException) -> None:
             engine.confirm(generation)  # the failure is reported: let the engine move before choosing
         target, _ = engine.route()
         client = target.direct_client(engine.config)
-        queues = _lookup_on(channel, client, info.get("exchange") or "", info.get("routing_key") or "")
+        queues = lookup_on(channel, client, info.get("exchange") or "", info.get("routing_key") or "")
         if not queues:
             raise LookupError(f"no queue bound to exchange {info.get('exchange')!r} on {target.name}")
         priority = channel._get_message_priority(message._raw, reverse=False)
@@ -103,7 +107,7 @@ def rescue(channel: GeoChannel, message: Any, exc: BaseException) -> None:
                    engine.name, message.delivery_tag, channel.endpoint, mask_text(str(exc)), target.name)
 
 
-def _lookup_on(channel: GeoChannel, client: redis.Redis, exchange: str, routing_key: str) -> list[str]:
+def lookup_on(channel: GeoChannel, client: redis.Redis, exchange: str, routing_key: str) -> list[str]:
     """kombu's ``_lookup`` on ``client``'s endpoint, or on this process's bindings if none are there yet."""
     if not exchange:
         return [routing_key] if routing_key else []
@@ -112,3 +116,16 @@ def _lookup_on(channel: GeoChannel, client: redis.Redis, exchange: str, routing_
     if not table:
         table = list(channel.state.exchanges.get(exchange, {}).get("table") or [])
     return sorted(channel.typeof(exchange).lookup(table, exchange, routing_key, None) or [])
+
+
+def quarantine(channel: GeoChannel, client: redis.Redis, entries: dict[str, bytes], reason: str, where: str) -> None:
+    """Move undeliverable entries out of the unacked records of ``client``'s endpoint into
+    :data:`DEAD_LETTER` there (tag -> the message as found), with one warning that counts them."""
+    prefix = channel.global_keyprefix
+    with client.pipeline() as pipe:
+        pipe.hset(prefix + DEAD_LETTER, mapping=entries)  # type: ignore[arg-type]
+        pipe.zrem(prefix + channel.unacked_index_key, *entries)
+        pipe.hdel(prefix + channel.unacked_key, *entries)
+        pipe.execute()
+    logger.warning("geofailover[%s]: %d message(s) on %s %s; moved to the hash %r there (delivery tag -> message)",
+                   channel.geo.engine.name, len(entries), where, reason, prefix + DEAD_LETTER)

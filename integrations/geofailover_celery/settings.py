@@ -49,7 +49,9 @@ OPTIONS: dict[str, tuple[Any, Validator]] = {
     "drain_batch": (500, functools.partial(check_count, example=500)),
     "reliable_pop": (True, check_bool),
     "switch_check_interval": (0.1, check_seconds),
+    "restore_unacked_after": (None, lambda value, setting: None if value is None else check_seconds(value, setting, example="300")),
     "fallback_reads": (True, check_bool),
+    "fallback_window": (60.0, functools.partial(check_seconds, zero_ok=True, example="60")),
     "result_refetch_interval": (1.0, functools.partial(check_seconds, zero_ok=True)),
 }
 ADAPTER_DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in OPTIONS.items()}

@@ -18,6 +18,7 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from geofailover_core.connection import endpoint_params
 from geofailover_core.engine import FailoverEngine
 from geofailover_core.masking import mask_text
 
@@ -67,7 +68,11 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
         # next chunk on errors (it cannot take our name/weight keys). The
         # engine decides where to connect, so kombu must not switch URLs.
         client.cycle = None
+        # The whole URL stays in Connection.alt (one chunk per endpoint), which clones and pickles
+        # rebuild from; hostname and port show the endpoint in use (:meth:`show`).
+        client.alt, client.uri_prefix = list(client.alt or [client.hostname]), None
         super().__init__(client, **kwargs)
+        self.show(self.geo.engine.active)
         self.cycle = GeoPoller(self)  # type: ignore[assignment]
         self.announced = False  # the first channel logs its endpoint
         self._geo_timer: Any = None
@@ -80,6 +85,14 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
     def engine(self) -> FailoverEngine:
         """The failover engine this transport follows."""
         return self.geo.engine
+
+    def show(self, endpoint: str | None) -> None:
+        """kombu's ``Connection.hostname``, ``port`` and ``virtual_host`` (so ``info()`` and ``host``):
+        the endpoint in use, without credentials."""
+        if endpoint is not None and self.client is not None:
+            _, params = endpoint_params(self.geo.engine.config, endpoint)
+            self.client.hostname, self.client.port = params.get("host") or params.get("path"), params.get("port")
+            self.client.virtual_host = str(params.get("db", 0))
 
     def as_uri(self, uri: str, include_password: bool = False, mask: str = "**") -> str:
         """Every endpoint with its name and weight, passwords masked (banner, log lines)."""
