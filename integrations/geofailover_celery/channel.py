@@ -21,7 +21,7 @@ from geofailover_core.connection import PinnedConnection, endpoint_params, manag
 from geofailover_core.errors import GeoFailoverError
 
 from .qos import GeoQoS
-from .reliable_pop import BELL, ReliablePop, ring
+from .reliable_pop import BELL, ReliablePop
 
 if TYPE_CHECKING:
     from .settings import Resolved
@@ -42,21 +42,11 @@ class EndpointSwitched(GeoFailoverError):
 
 class ChannelConnection(PinnedConnection):
     """A channel's socket; its errors feed the engine (see :class:`PinnedConnection`).
-    ``on_disconnect`` marks the one a consumer waits on: kombu's hook takes it off the
-    poller, and it learns its id, so that a wait can be released (``CLIENT UNBLOCK``)."""
-
-    client_id: int | None = None
+    ``on_disconnect`` marks the one a consumer waits on: kombu's hook takes it off the poller."""
 
     def __init__(self, *args: Any, on_disconnect: Callable[[Any], None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_disconnect = on_disconnect
-
-    def on_connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
-        result = super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
-        if self.on_disconnect is not None:
-            self.send_command("CLIENT", "ID", check_health=False)  # type: ignore[attr-defined]
-            self.client_id = int(self.read_response())
-        return result
 
     def disconnect(self, *args: Any, **kwargs: Any) -> None:
         super().disconnect(*args, **kwargs)  # type: ignore[misc]
@@ -157,25 +147,22 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
         return True
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        """kombu's publish, and the queue's doorbell (:mod:`.reliable_pop`) in the same transaction
-        (or in kombu's publish batch)."""
+        """kombu's publish, then a ring of the queue's doorbell (:mod:`.reliable_pop`), in one round trip."""
         batch = kwargs.pop("_publish_batch", None)
         if batch is not None or not self.reliable.enabled:
             super()._put(queue, message, _publish_batch=batch)
             if batch is not None and self.reliable.enabled:
-                ring(batch.add, BELL + queue)
+                batch.add("lpush", BELL + queue, 1)
             return
-        with self.conn_or_acquire() as client, client.pipeline() as pipe:
-            collect = SimpleNamespace(add=lambda command, *args: getattr(pipe, command)(*args))
-            super()._put(queue, message, _publish_batch=collect)
-            ring(collect.add, BELL + queue)
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            super()._put(queue, message, _publish_batch=SimpleNamespace(add=lambda cmd, *args: getattr(pipe, cmd)(*args)))
+            pipe.lpush(BELL + queue, 1)
             pipe.execute()
 
     def _do_restore_message(self, payload: Any, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False) -> None:
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
-        if self.reliable.enabled:
-            for queue in self._lookup(exchange, routing_key):
-                ring(lambda command, *args: getattr(pipe, command)(*args), BELL + queue)
+        for queue in self._lookup(exchange, routing_key) if self.reliable.enabled else ():
+            pipe.lpush(BELL + queue, 1)
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         self._check()
@@ -209,11 +196,8 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
     def close(self) -> None:
         if not self.closed and self.reliable.enabled:
             self._drop_wait()  # a doorbell at most (the pop script takes messages): no need to read it
-        if not self.closed and self.stale():
-            if not self.geo.engine.endpoint(self.endpoint).answering():
-                self._abandon()
-            elif self._in_poll:
-                self._unblock()
+        if not self.closed and self.stale() and not self.geo.engine.endpoint(self.endpoint).answering():
+            self._abandon()
         super().close()
 
     def _abandon(self) -> None:
@@ -235,15 +219,3 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
         connection, self._in_poll = self._in_poll, None
         if connection:
             connection.disconnect()
-
-    def _unblock(self) -> None:
-        """Make a pending BRPOP on an old endpoint that still answers reply now: kombu's
-        ``close()`` reads that reply, which would delay the reconnect by up to its timeout."""
-        client_id = getattr(self._in_poll, "client_id", None)
-        if client_id is None:
-            return
-        engine = self.geo.engine
-        try:
-            engine.endpoint(self.endpoint).direct_client(engine.config).client_unblock(client_id)
-        except Exception as exc:  # noqa: BLE001 - the old endpoint may be down: then the read fails fast anyway
-            logger.debug("geofailover: CLIENT UNBLOCK on %s failed: %r", self.endpoint, exc)

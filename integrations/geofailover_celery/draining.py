@@ -23,9 +23,10 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis.commands.core import Script
 
 from .qos import lookup_on, quarantine
-from .reliable_pop import BELL, ring
+from .reliable_pop import BELL
 
 if TYPE_CHECKING:
     from .channel import GeoChannel
@@ -40,7 +41,7 @@ DRAIN_TAG = "geofailover-drain-"
 # (ARGV[i] for KEYS[i]) as routing key: a stock kombu consumer there would
 # restore them. Returns how many entries are visible (score <= the last ARGV),
 # so an idle round costs one round trip.
-DRAIN_LUA = """
+_DRAIN_LUA = b"""
 local limit = tonumber(ARGV[1])
 local moved = 0
 for i = 3, #KEYS do
@@ -56,6 +57,7 @@ end
 local visible = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[#KEYS + 1])
 return {moved, visible}
 """
+DRAIN = Script(None, _DRAIN_LUA)  # type: ignore[arg-type]  # no default client: each call names its own
 
 
 def drain(channel: GeoChannel, queues: list[str]) -> None:
@@ -71,11 +73,10 @@ def _drain_from(channel: GeoChannel, src: redis.Redis, source: str, queues: list
     prefix = channel.global_keyprefix
     keys = list(dict.fromkeys((channel._q_for_pri(queue, pri), queue) for pri in channel.priority_steps for queue in queues))
     ceil = time.time() - (channel.geo.options["restore_unacked_after"] or channel.visibility_timeout)
-    _staged, visible = src.eval(
-        DRAIN_LUA, 2 + len(keys),
-        prefix + channel.unacked_index_key, prefix + channel.unacked_key, *(prefix + key for key, _ in keys),
-        channel.geo.options["drain_batch"], f"{DRAIN_TAG}{uuid.uuid4().hex}-", *(queue for _, queue in keys), ceil,
-    )  # fmt: skip
+    _staged, visible = DRAIN(
+        [prefix + channel.unacked_index_key, prefix + channel.unacked_key, *(prefix + key for key, _ in keys)],
+        [channel.geo.options["drain_batch"], f"{DRAIN_TAG}{uuid.uuid4().hex}-", *(queue for _, queue in keys), ceil], src,
+    )
     return _restore_from(channel, src, source, ceil) if int(visible) else 0
 
 
@@ -119,7 +120,7 @@ def _restore_from(channel: GeoChannel, src: redis.Redis, source: str, ceil: floa
                     for _, key, body in reversed(pushes):  # oldest ends at the tail: consumed first
                         pipe.rpush(key, body)
                     for queue in {queue for queue, _, _ in pushes}:
-                        ring(lambda *args: getattr(pipe, args[0])(*args[1:]), prefix + BELL + queue)
+                        pipe.lpush(prefix + BELL + queue, 1)
                     pipe.execute()
             for reason, entries in bad.items():
                 if entries:

@@ -5,12 +5,12 @@ that dies in between takes the message with it. Here the blocking command
 takes only a *doorbell*: every publish pushes one onto its queue's doorbell
 list in the same transaction as the message, and a consumer waits with
 ``BRPOP`` on the doorbells of all its queues, so a message on any queue or
-priority wakes it at once. :data:`POP_LUA` then takes the message and writes
+priority wakes it at once. The :data:`POP` script then takes the message and writes
 kombu's unacked record in one atomic step, so kombu's ``visibility_timeout``
 brings back a taken message that nobody acknowledges. A doorbell is a hint:
-the script leaves one ringing while a queue holds messages and clears it when
-the queue is empty, so a lost doorbell (or a message pushed without one)
-costs at most ``brpop_timeout`` of latency, never a message.
+the script keeps one ringing while a queue holds messages, and no more than
+it holds, so a lost doorbell (or a message pushed by a plain ``redis://``
+producer) costs at most ``brpop_timeout`` of latency, never a message.
 """
 
 # mypy: disallow-untyped-calls=False
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 import redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis.commands.core import Script
 
 from .qos import quarantine
 
@@ -34,21 +34,19 @@ if TYPE_CHECKING:
 
 #: A queue's doorbell list is this prefix plus the queue name (after kombu's ``global_keyprefix``).
 BELL = "_geofailover.bell."
-# Doorbells outlive their last publish this long (ms): a queue consumed by
-# plain kombu consumers, who never take them, keeps only a bounded number.
-BELL_TTL_MS = 300_000
 
 # KEYS: unacked index, unacked hash, the n queues' doorbells, then the queue
 # keys in kombu's BRPOP order (priority-major, so key i belongs to queue
 # (i - 1) % n + 1). ARGV: now, the tag for a message that has none, then per
-# queue its name and "1" if consumed with acks. Takes the first message,
-# records it as kombu's QoS.append would (unless no_ack), then leaves each
-# doorbell ringing iff its queue still holds messages. Returns {i, message, tag} or false.
-POP_LUA = """
+# queue its name and "1" if consumed with acks. Takes the first message and
+# records it as kombu's QoS.append would (unless no_ack); then each doorbell
+# rings iff its queue holds messages, with no more rings than messages (a
+# producer rings once per message). Returns {i, message, tag} or false.
+_POP_LUA = b"""
 local n = (#ARGV - 2) / 2
 local first = 3 + n
 local taken = false
-local ready = {}
+local left = {}
 for i = first, #KEYS do
   local q = (i - first) % n + 1
   if not taken then
@@ -69,25 +67,21 @@ for i = first, #KEYS do
       taken = {i - first + 1, m, tag}
     end
   end
-  if not ready[q] and redis.call('LLEN', KEYS[i]) > 0 then
-    ready[q] = true
-  end
+  left[q] = (left[q] or 0) + redis.call('LLEN', KEYS[i])
 end
 for q = 1, n do
-  if not ready[q] then
+  local rings = redis.call('LLEN', KEYS[2 + q])
+  if left[q] == 0 then
     redis.call('DEL', KEYS[2 + q])
-  elseif redis.call('LLEN', KEYS[2 + q]) == 0 then
+  elseif rings == 0 then
     redis.call('RPUSH', KEYS[2 + q], 1)
+  elseif rings > left[q] then
+    redis.call('LTRIM', KEYS[2 + q], 0, left[q] - 1)
   end
 end
 return taken
 """
-
-
-def ring(add: Callable[..., Any], key: str) -> None:
-    """Queue ``key``'s doorbell with ``add(command, *args)`` (a pipeline's, or kombu's publish batch's)."""
-    add("lpush", key, 1)
-    add("pexpire", key, BELL_TTL_MS)
+POP = Script(None, _POP_LUA)  # type: ignore[arg-type]  # no default client: each call names its own
 
 
 class ReliablePop:
@@ -148,10 +142,8 @@ class ReliablePop:
         for queue in queues:
             argv += [queue, "1" if record_all or self.acks.get(queue, True) else "0"]
         client = redis.Redis(connection_pool=chan.pool)
-        reply = client.eval(
-            POP_LUA, 2 + len(queues) + len(keys), prefix + chan.unacked_index_key, prefix + chan.unacked_key,
-            *(prefix + BELL + queue for queue in queues), *keys, *argv,
-        )  # fmt: skip
+        bells = [prefix + BELL + queue for queue in queues]
+        reply = POP([prefix + chan.unacked_index_key, prefix + chan.unacked_key, *bells, *keys], argv, client)
         if not reply:
             raise Empty()
         queue, raw, tag = queues[(int(reply[0]) - 1) % len(queues)], reply[1], bytes_to_str(reply[2])
