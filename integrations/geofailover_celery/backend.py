@@ -8,11 +8,13 @@ follows to the new endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from typing import Any
 
+import redis
 from celery import states  # type: ignore[import-untyped]
 from celery.backends.redis import RedisBackend, ResultConsumer  # type: ignore[import-untyped]
 
@@ -87,7 +89,7 @@ class GeoFailoverBackend(RedisBackend):  # type: ignore[misc]
 
     geo: Resolved
     _geo_switch_seen = (0, -math.inf)  # (generation, monotonic time this backend first saw it)
-    _geo_stand_ins: tuple[str, ...] = ()  # other endpoints marked as having stood in, at the last look
+    _geo_stood_in = False  # another endpoint carries the stand-in mark (at the last look)
     _geo_next_look = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -152,18 +154,13 @@ class GeoFailoverBackend(RedisBackend):  # type: ignore[misc]
             return True
         if now >= self._geo_next_look:
             self._geo_next_look = now + 5.0
-            self._geo_stand_ins = tuple(
-                ep.name for ep in engine.eligible_endpoints(exclude=engine.active, answering=True) if self._geo_marked(ep)
-            )
-        return bool(self._geo_stand_ins)
+            self._geo_stood_in = any(self._geo_marked(ep) for ep in engine.eligible_endpoints(exclude=engine.active, answering=True))
+        return self._geo_stood_in
 
     def _geo_marked(self, ep: EndpointState) -> bool:
-        try:
+        with contextlib.suppress(redis.RedisError, OSError):  # not known: looked for again at the next look
             return bool(ep.probe_client(self.geo.engine.config).exists(self._geo_mark))
-        except Exception as exc:  # noqa: BLE001 - not known: looked for again at the next look
-            logger.debug("geofailover[%s]: looking for the stand-in mark on %s failed: %s", self.geo.engine.name, ep.name,
-                         mask_text(repr(exc)))
-            return False
+        return False
 
     def get(self, key: Any) -> Any:
         return self.mget([key])[0]
@@ -195,10 +192,8 @@ class GeoFailoverBackend(RedisBackend):  # type: ignore[misc]
 
     def _geo_final(self, value: Any) -> bool:
         """Whether a stored task meta is in a final state (SUCCESS, FAILURE, REVOKED)."""
-        if value is None:
-            return False
         try:
-            meta = self.decode_result(value)
+            meta = None if value is None else self.decode_result(value)
         except Exception:  # noqa: BLE001 - not a task meta (a group or chord key): take it as found
             return True
         return isinstance(meta, dict) and meta.get("status") in states.READY_STATES

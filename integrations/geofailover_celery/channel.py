@@ -15,13 +15,11 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from kombu.transport import redis as kombu_redis
-
 from geofailover_core.connection import PinnedConnection, endpoint_params, managed_class
 from geofailover_core.errors import GeoFailoverError
 
 from .qos import GeoQoS
-from .reliable_pop import BELL, ReliablePop
+from .reliable_pop import BELL, ReliableChannel
 
 if TYPE_CHECKING:
     from .settings import Resolved
@@ -54,19 +52,16 @@ class ChannelConnection(PinnedConnection):
             self.on_disconnect(self)
 
 
-class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
+class GeoChannel(ReliableChannel):
     """A redis channel pinned to the endpoint that was active when it was made."""
 
     QoS = GeoQoS
-
-    connection_errors: tuple[type[BaseException], ...]
-    _in_poll: Any  # kombu: False, None or the connection a wait is pending on
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         self.geo: Resolved = connection.geo
         self.endpoint = self._pin()
         connection.show(self.endpoint)
-        self.reliable = ReliablePop(self, bool(self.geo.options["reliable_pop"]))
+        self.reliable = bool(self.geo.options["reliable_pop"])
         super().__init__(connection, **kwargs)
         if not connection.announced:
             connection.announced = True
@@ -148,53 +143,29 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         """kombu's publish, then a ring of the queue's doorbell (:mod:`.reliable_pop`), in one round trip."""
-        batch = kwargs.pop("_publish_batch", None)
-        if batch is not None or not self.reliable.enabled:
-            super()._put(queue, message, _publish_batch=batch)
-            if batch is not None and self.reliable.enabled:
-                batch.add("lpush", BELL + queue, 1)
-            return
+        batch = kwargs.pop("_publish_batch", None)  # kombu's batched publish: the ring joins the batch
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-            super()._put(queue, message, _publish_batch=SimpleNamespace(add=lambda cmd, *args: getattr(pipe, cmd)(*args)))
-            pipe.lpush(BELL + queue, 1)
+            add = batch.add if batch is not None else lambda cmd, *args: getattr(pipe, cmd)(*args)
+            super()._put(queue, message, _publish_batch=SimpleNamespace(add=add))
+            if self.reliable:
+                add("lpush", BELL + queue, 1)
             pipe.execute()
 
     def _do_restore_message(self, payload: Any, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False) -> None:
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
-        for queue in self._lookup(exchange, routing_key) if self.reliable.enabled else ():
+        for queue in self._lookup(exchange, routing_key) if self.reliable else ():
             pipe.lpush(BELL + queue, 1)
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         self._check()
-        self.reliable.acks[queue] = not no_ack
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         self._check()
-        self.reliable.recording_get = not no_ack
-        try:
-            return super().basic_get(queue, no_ack, **kwargs)
-        finally:
-            self.reliable.recording_get = False
-
-    def _brpop_start(self, timeout: float | None = None) -> None:
-        if not self.reliable.enabled:
-            return super()._brpop_start(timeout)  # type: ignore[no-any-return]
-        self.reliable.start_wait(timeout)
-        return None
-
-    def _brpop_read(self, **options: Any) -> bool:
-        if not self.reliable.enabled:
-            return super()._brpop_read(**options)  # type: ignore[no-any-return]
-        return self.reliable.read_wait(**options)
-
-    def _get(self, queue: str, timeout: Any = None) -> Any:
-        if not (self.reliable.enabled and self.reliable.recording_get):
-            return super()._get(queue)
-        return self.reliable.get(queue)
+        return super().basic_get(queue, no_ack, **kwargs)
 
     def close(self) -> None:
-        if not self.closed and self.reliable.enabled:
+        if not self.closed and self.reliable:
             self._drop_wait()  # a doorbell at most (the pop script takes messages): no need to read it
         if not self.closed and self.stale() and not self.geo.engine.endpoint(self.endpoint).answering():
             self._abandon()

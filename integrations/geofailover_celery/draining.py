@@ -93,7 +93,7 @@ def _restore_from(channel: GeoChannel, src: redis.Redis, source: str, ceil: floa
             tags = [bytes_to_str(t) for t in src.zrange(index, "-inf", ceil, byscore=True, offset=0, num=batch)]
             pushes: list[tuple[str, str, str]] = []
             done: list[str] = []
-            bad: dict[str, dict[str, Any]] = {"cannot be decoded": {}, "have no queue to go to": {}}
+            bad: dict[str, dict[str, Any]] = {}  # reason -> {tag: entry}
             for tag, raw in zip(tags, src.hmget(table, tags) if tags else [], strict=True):
                 if raw is None:  # a stale index entry: just drop it
                     done.append(tag)
@@ -102,10 +102,9 @@ def _restore_from(channel: GeoChannel, src: redis.Redis, source: str, ceil: floa
                     payload, exchange, routing_key = loads(bytes_to_str(raw))
                     targets = lookup(exchange or "", routing_key or "")
                 except (TypeError, ValueError):
-                    bad["cannot be decoded"][tag] = raw
-                    continue
+                    targets = None
                 if not targets:
-                    bad["have no queue to go to"][tag] = raw
+                    bad.setdefault("have no queue to go to" if targets == [] else "cannot be decoded", {})[tag] = raw
                     continue
                 if not tag.startswith(DRAIN_TAG):  # a delivery that was never acknowledged
                     with contextlib.suppress(KeyError, TypeError):
@@ -123,8 +122,7 @@ def _restore_from(channel: GeoChannel, src: redis.Redis, source: str, ceil: floa
                         pipe.lpush(prefix + BELL + queue, 1)
                     pipe.execute()
             for reason, entries in bad.items():
-                if entries:
-                    quarantine(channel, src, entries, reason, source)
+                quarantine(channel, src, entries, reason, source)
             if done:
                 with src.pipeline() as pipe:
                     pipe.zrem(index, *done)

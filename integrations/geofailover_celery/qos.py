@@ -16,6 +16,7 @@ from kombu.utils.encoding import bytes_to_str
 
 if TYPE_CHECKING:
     from .channel import GeoChannel
+    from .reliable_pop import ReliableChannel
 
 logger = logging.getLogger("geofailover.celery")
 
@@ -31,7 +32,7 @@ class GeoQoS(kombu_redis.QoS):  # type: ignore[misc]
     channel: GeoChannel
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        recorded = self.channel.reliable.recorded
+        recorded = self.channel.recorded
         if delivery_tag in recorded:
             recorded.discard(delivery_tag)
             return virtual_base.QoS.append(self, message, delivery_tag)  # type: ignore[no-any-return]
@@ -73,13 +74,11 @@ def lookup_on(channel: GeoChannel, client: redis.Redis, exchange: str, routing_k
     if not exchange:
         return [routing_key] if routing_key else []
     members = client.smembers(channel.global_keyprefix + channel.keyprefix_queue % exchange)
-    table = [tuple(bytes_to_str(value).split(channel.sep)) for value in members]
-    if not table:
-        table = list(channel.state.exchanges.get(exchange, {}).get("table") or [])
+    table = [tuple(bytes_to_str(v).split(channel.sep)) for v in members] or channel.state.exchanges.get(exchange, {}).get("table") or []
     return sorted(channel.typeof(exchange).lookup(table, exchange, routing_key, None) or [])
 
 
-def quarantine(channel: GeoChannel, client: redis.Redis, entries: dict[str, bytes], reason: str, where: str) -> None:
+def quarantine(channel: ReliableChannel, client: redis.Redis, entries: dict[str, bytes], reason: str, where: str) -> None:
     """Move undeliverable entries out of the unacked records of ``client``'s endpoint into
     :data:`DEAD_LETTER` there (tag -> the message as found), with one warning that counts them."""
     prefix = channel.global_keyprefix

@@ -23,6 +23,7 @@ from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 import redis
+from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from redis.commands.core import Script
@@ -30,7 +31,7 @@ from redis.commands.core import Script
 from .qos import quarantine
 
 if TYPE_CHECKING:
-    from .channel import GeoChannel
+    from .settings import Resolved
 
 #: A queue's doorbell list is this prefix plus the queue name (after kombu's ``global_keyprefix``).
 BELL = "_geofailover.bell."
@@ -54,13 +55,9 @@ for i = first, #KEYS do
     if m then
       local tag = ''
       if ARGV[2 + 2 * q] == '1' then
-        local ok, decoded = pcall(cjson.decode, m)
-        if ok and type(decoded) == 'table' and type(decoded['properties']) == 'table' then
-          tag = decoded['properties']['delivery_tag']
-        end
-        if type(tag) ~= 'string' or tag == '' then
-          tag = ARGV[2]
-        end
+        local ok, d = pcall(cjson.decode, m)
+        tag = ok and type(d) == 'table' and type(d['properties']) == 'table' and d['properties']['delivery_tag']
+        if type(tag) ~= 'string' or tag == '' then tag = ARGV[2] end
         redis.call('ZADD', KEYS[1], ARGV[1], tag)
         redis.call('HSET', KEYS[2], tag, '[' .. m .. ',"",' .. cjson.encode(ARGV[1 + 2 * q]) .. ']')
       end
@@ -70,87 +67,101 @@ for i = first, #KEYS do
   left[q] = (left[q] or 0) + redis.call('LLEN', KEYS[i])
 end
 for q = 1, n do
-  local rings = redis.call('LLEN', KEYS[2 + q])
-  if left[q] == 0 then
-    redis.call('DEL', KEYS[2 + q])
-  elseif rings == 0 then
-    redis.call('RPUSH', KEYS[2 + q], 1)
-  elseif rings > left[q] then
-    redis.call('LTRIM', KEYS[2 + q], 0, left[q] - 1)
-  end
+  local bell, rings = KEYS[2 + q], redis.call('LLEN', KEYS[2 + q])
+  if left[q] == 0 then redis.call('DEL', bell)
+  elseif rings == 0 then redis.call('RPUSH', bell, 1)
+  elseif rings > left[q] then redis.call('LTRIM', bell, 0, left[q] - 1) end
 end
 return taken
 """
 POP = Script(None, _POP_LUA)  # type: ignore[arg-type]  # no default client: each call names its own
 
 
-class ReliablePop:
-    """One channel's wait and pop; the channel's kombu hooks call it."""
+class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
+    """kombu's redis channel, consuming on doorbells with the pop script (with ``reliable``
+    off, kombu's own ``BRPOP``); :class:`~.channel.GeoChannel` adds the pinning."""
 
-    def __init__(self, channel: GeoChannel, enabled: bool) -> None:
-        self.channel = channel
-        self.enabled = enabled
+    reliable = True
+    endpoint: str
+    geo: Resolved
+    connection_errors: tuple[type[BaseException], ...]
+    _in_poll: Any  # kombu: False, None or the connection a wait is pending on
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.recorded: set[str] = set()  # tags the script recorded: kombu's QoS must not write them again
-        self.acks: dict[str, bool] = {}  # queue -> consumed with acknowledgements
-        self.recording_get = False  # a basic_get with acknowledgements is under way
-        self._queues: list[str] = []
+        self._acks: dict[str, bool] = {}  # queue -> consumed with acknowledgements
+        self._recording_get = False  # a basic_get with acknowledgements is under way
+        self._wait_queues: list[str] = []
+        super().__init__(*args, **kwargs)
 
-    def start_wait(self, timeout: float | None) -> None:
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        self._acks[queue] = not no_ack
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        self._recording_get = not no_ack
+        try:
+            return super().basic_get(queue, no_ack, **kwargs)
+        finally:
+            self._recording_get = False
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
         """Send the wait: ``BRPOP`` on the doorbells of the consumed queues, in kombu's (rotating) order."""
-        chan = self.channel
-        self._queues = chan._queue_cycle.consume(len(chan.active_queues))
-        if not self._queues:
-            return
-        chan._in_poll = chan.client.connection
-        chan._brpop_sent_at = time.monotonic()  # type: ignore[assignment]  # kombu: None when idle
-        seconds = chan.brpop_timeout if timeout is None else timeout
-        bells = (chan.global_keyprefix + BELL + queue for queue in self._queues)
-        chan.client.connection.send_command("BRPOP", *bells, seconds or 0)
+        if not self.reliable:
+            return super()._brpop_start(timeout)  # type: ignore[no-any-return]
+        self._wait_queues = self._queue_cycle.consume(len(self.active_queues))
+        if self._wait_queues:
+            self._in_poll = self.client.connection
+            self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]  # kombu: None when idle
+            bells = (self.global_keyprefix + BELL + queue for queue in self._wait_queues)
+            self.client.connection.send_command("BRPOP", *bells, (self.brpop_timeout if timeout is None else timeout) or 0)
+        return None
 
-    def read_wait(self, **options: Any) -> bool:
+    def _brpop_read(self, **options: Any) -> bool:
         """Read the wait's reply (a doorbell, or none at the timeout), then take a message and deliver it."""
-        chan = self.channel
+        if not self.reliable:
+            return super()._brpop_read(**options)  # type: ignore[no-any-return]
         try:
             try:
-                chan.client.parse_response(chan.client.connection, "BRPOP", **options)
-            except chan.connection_errors:
-                chan.client.connection.disconnect()
+                self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
                 raise
-            queue, payload = self.pop(self._queues)
-            chan._queue_cycle.rotate(queue)
-            chan.connection._deliver(payload, queue)
+            queue, payload = self._pop(self._wait_queues)
+            self._queue_cycle.rotate(queue)
+            self.connection._deliver(payload, queue)
             return True
         finally:
-            chan._in_poll = None
-            chan._flush_brpop_reauth()
+            self._in_poll = None
+            self._flush_brpop_reauth()
 
-    def get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: Any = None) -> Any:
         """``basic_get`` with acknowledgements: take and record in one step."""
-        chan = self.channel
+        if not (self.reliable and self._recording_get):
+            return super()._get(queue)
         try:
-            return self.pop([queue], record_all=True)[1]
+            return self._pop([queue], record_all=True)[1]
         finally:
-            with chan.conn_or_acquire() as client:
-                chan._maybe_update_queues_expire(client, queue)
+            with self.conn_or_acquire() as client:
+                self._maybe_update_queues_expire(client, queue)
 
-    def pop(self, queues: list[str], record_all: bool = False) -> tuple[str, Any]:
+    def _pop(self, queues: list[str], record_all: bool = False) -> tuple[str, Any]:
         """Run the pop script over ``queues``: ``(queue, payload)``; :class:`Empty` when all are empty."""
-        chan = self.channel
-        prefix = chan.global_keyprefix
-        keys = [prefix + chan._q_for_pri(queue, pri) for pri in chan.priority_steps for queue in queues]
+        prefix = self.global_keyprefix
+        keys = [prefix + self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         argv: list[Any] = [time.time(), f"geofailover-pop-{uuid.uuid4().hex}"]
         for queue in queues:
-            argv += [queue, "1" if record_all or self.acks.get(queue, True) else "0"]
-        client = redis.Redis(connection_pool=chan.pool)
-        bells = [prefix + BELL + queue for queue in queues]
-        reply = POP([prefix + chan.unacked_index_key, prefix + chan.unacked_key, *bells, *keys], argv, client)
+            argv += [queue, "1" if record_all or self._acks.get(queue, True) else "0"]
+        client = redis.Redis(connection_pool=self.pool)
+        bells = (prefix + BELL + queue for queue in queues)
+        reply = POP([prefix + self.unacked_index_key, prefix + self.unacked_key, *bells, *keys], argv, client)
         if not reply:
             raise Empty()
         queue, raw, tag = queues[(int(reply[0]) - 1) % len(queues)], reply[1], bytes_to_str(reply[2])
         try:
             payload = loads(bytes_to_str(raw))
         except (TypeError, ValueError):
-            quarantine(chan, client, {tag or argv[1]: raw}, "cannot be decoded", chan.endpoint)
+            quarantine(self, client, {tag or argv[1]: raw}, "cannot be decoded", self.endpoint)
             raise Empty() from None
         if tag:
             self.recorded.add(tag)

@@ -32,14 +32,8 @@ logger = logging.getLogger("geofailover.celery")
 
 def _ticker(transport: Transport) -> Callable[[], None]:
     """``transport.tick`` for as long as the transport lives (timers must not keep it alive)."""
-    ref = weakref.ref(transport)
-
-    def tick() -> None:
-        current = ref()
-        if current is not None:
-            current.tick()
-
-    return tick
+    ref = weakref.WeakMethod(transport.tick)
+    return lambda: None if (tick := ref()) is None else tick()
 
 
 class GeoPoller(kombu_redis.MultiChannelPoller):  # type: ignore[misc]
@@ -64,13 +58,9 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         self.geo = resolve(client.alt or client.hostname, client.transport_options.get("geofailover"), "broker")
-        # kombu treats a ';' URL as its own failover list and would re-parse the
-        # next chunk on errors (it cannot take our name/weight keys). The
-        # engine decides where to connect, so kombu must not switch URLs.
-        client.cycle = None
-        # The whole URL stays in Connection.alt (one chunk per endpoint), which clones and pickles
-        # rebuild from; hostname and port show the endpoint in use (:meth:`show`).
-        client.alt, client.uri_prefix = list(client.alt or [client.hostname]), None
+        # kombu would take a ';' URL for its own failover list and switch URLs on errors: the engine decides.
+        # The whole URL stays in Connection.alt (clones and pickles rebuild from it); hostname: see show().
+        client.cycle, client.alt, client.uri_prefix = None, list(client.alt or [client.hostname]), None
         super().__init__(client, **kwargs)
         self.show(self.geo.engine.active)
         self.cycle = GeoPoller(self)  # type: ignore[assignment]
