@@ -232,6 +232,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3 rounds, fewer messages")
     parser.add_argument("--json", action="store_true", help="print every raw number as one JSON line at the end")
     parser.add_argument("--verbose", action="store_true", help="workers log at INFO")
+    parser.add_argument("--only", default="", help="comma-separated words: only the rows whose label has one (development)")
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 7)
 
@@ -239,7 +240,7 @@ def main() -> int:
     bench = Bench(workdir, args.verbose)
     raw: dict[str, dict[str, list[float]]] = {}
     try:
-        table = rows(bench, args.quick)
+        table = [row for row in rows(bench, args.quick) if not args.only or any(w in row[3] for w in args.only.split(","))]
         for group in dict.fromkeys(row[0] for row in table):
             members = [row for row in table if row[0] == group]
             _, pool, queues, _, _ = members[0]

@@ -416,3 +416,19 @@ def test_restore_unacked_after_bounds_redelivery_from_an_endpoint_that_failed(se
         got = consume(conn, 1, timeout=10)
         assert got[0][0] == "taken on a" and got[0][1].delivery_info.get("redelivered")
         assert (unacked(a), queued(a)) == (0, 0)
+
+
+def test_doorbells_are_only_hints(servers: list[RedisServer]) -> None:
+    """A message without a ring (a plain redis:// producer) is still delivered; stale rings are cleared."""
+    a, _ = servers
+    with Connection(f"redis://{a.host}:{a.port}/0") as plain:
+        Producer(plain.default_channel, exchange=QUEUE.exchange, routing_key="jobs").publish("plain", declare=[QUEUE], serializer="json")
+    bell = a.client()
+    bell.rpush("_geofailover.bell.jobs", *[1] * 5)  # more rings than messages: left by consumers of plain kombu
+    with connect(servers) as conn:
+        assert [body for body, _ in consume(conn, 1)] == ["plain"]
+        with Consumer(conn.default_channel, [QUEUE], callbacks=[lambda body, message: None]):
+            wait_until(lambda: _drain(conn) or not bell.exists("_geofailover.bell.jobs"), 5, message="stale rings cleared")
+    with connect(servers) as conn:  # nobody waits now
+        publish(conn, "rung")
+        assert bell.llen("_geofailover.bell.jobs") == 1, "one ring per publish"

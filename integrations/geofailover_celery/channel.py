@@ -179,7 +179,7 @@ class GeoChannel(ReliableChannel):
         logger.log(
             logging.INFO if pending else logging.DEBUG,
             "geofailover[%s]: closing the channel on failed endpoint %s without waiting on it; "
-            "its %d unacknowledged message(s) are redelivered after visibility_timeout once it is back",
+            "its %d unacknowledged message(s) are redelivered once it is back (visibility_timeout, restore_unacked_after)",
             self.geo.engine.name, self.endpoint, pending,
         )
         self._drop_wait()

@@ -8,9 +8,9 @@ list in the same transaction as the message, and a consumer waits with
 priority wakes it at once. The :data:`POP` script then takes the message and writes
 kombu's unacked record in one atomic step, so kombu's ``visibility_timeout``
 brings back a taken message that nobody acknowledges. A doorbell is a hint:
-the script keeps one ringing while a queue holds messages, and no more than
-it holds, so a lost doorbell (or a message pushed by a plain ``redis://``
-producer) costs at most ``brpop_timeout`` of latency, never a message.
+the script keeps one ringing while a queue holds messages and clears stale
+rings, so a lost one (or a message pushed by a plain ``redis://`` producer)
+costs at most ``brpop_timeout`` of latency, never a message.
 """
 
 # mypy: disallow-untyped-calls=False
@@ -40,37 +40,36 @@ BELL = "_geofailover.bell."
 # keys in kombu's BRPOP order (priority-major, so key i belongs to queue
 # (i - 1) % n + 1). ARGV: now, the tag for a message that has none, then per
 # queue its name and "1" if consumed with acks. Takes the first message and
-# records it as kombu's QoS.append would (unless no_ack); then each doorbell
-# rings iff its queue holds messages, with no more rings than messages (a
-# producer rings once per message). Returns {i, message, tag} or false.
+# records it as kombu's QoS.append would (unless no_ack; the tag is looked up
+# after "properties", as kombu writes it, so no header can pose as it). Then a
+# queue that holds messages but no ring gets one; when nothing was there, the
+# rings left were stale and go. Returns {i, message, tag} or false.
 _POP_LUA = b"""
 local n = (#ARGV - 2) / 2
 local first = 3 + n
 local taken = false
-local left = {}
 for i = first, #KEYS do
-  local q = (i - first) % n + 1
-  if not taken then
-    local m = redis.call('RPOP', KEYS[i])
-    if m then
-      local tag = ''
-      if ARGV[2 + 2 * q] == '1' then
-        local ok, d = pcall(cjson.decode, m)
-        tag = ok and type(d) == 'table' and type(d['properties']) == 'table' and d['properties']['delivery_tag']
-        if type(tag) ~= 'string' or tag == '' then tag = ARGV[2] end
-        redis.call('ZADD', KEYS[1], ARGV[1], tag)
-        redis.call('HSET', KEYS[2], tag, '[' .. m .. ',"",' .. cjson.encode(ARGV[1 + 2 * q]) .. ']')
-      end
-      taken = {i - first + 1, m, tag}
+  local m = redis.call('RPOP', KEYS[i])
+  if m then
+    local q = (i - first) % n + 1
+    local tag = ''
+    if ARGV[2 + 2 * q] == '1' then
+      local at = string.find(m, '"properties": {', 1, true)
+      tag = at and string.match(m, '"delivery_tag": "([^"]+)"', at) or ARGV[2]
+      redis.call('ZADD', KEYS[1], ARGV[1], tag)
+      redis.call('HSET', KEYS[2], tag, '[' .. m .. ',"",' .. cjson.encode(ARGV[1 + 2 * q]) .. ']')
+    end
+    taken = {i - first + 1, m, tag}
+    break
+  end
+end
+if not taken then redis.call('DEL', unpack(KEYS, 3, first - 1)) return false end
+for q = 1, n do
+  if redis.call('LLEN', KEYS[2 + q]) == 0 then
+    for i = first + q - 1, #KEYS, n do
+      if redis.call('LLEN', KEYS[i]) > 0 then redis.call('RPUSH', KEYS[2 + q], 1) break end
     end
   end
-  left[q] = (left[q] or 0) + redis.call('LLEN', KEYS[i])
-end
-for q = 1, n do
-  local bell, rings = KEYS[2 + q], redis.call('LLEN', KEYS[2 + q])
-  if left[q] == 0 then redis.call('DEL', bell)
-  elseif rings == 0 then redis.call('RPUSH', bell, 1)
-  elseif rings > left[q] then redis.call('LTRIM', bell, 0, left[q] - 1) end
 end
 return taken
 """
