@@ -3,7 +3,7 @@
 
 Run from the repository root with the project's virtualenv::
 
-    python benchmarks/celery_bench.py               # 7 interleaved rounds, ~5 minutes
+    python benchmarks/celery_bench.py               # 15 interleaved rounds, ~8 minutes
     python benchmarks/celery_bench.py --quick       # 3 rounds, fewer messages
     python benchmarks/celery_bench.py --json        # ... and every raw number as ONE JSON line (last line)
 
@@ -113,6 +113,19 @@ class Bench:
         self.apps = {"redis": bench_app.redis_app, "geofailover": bench_app.geofailover_app}
         self.ledger = redis.Redis.from_url(self.ledger_server.url, socket_timeout=None)  # BLPOP waits
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.worker_pid: dict[str, int] = {}
+        self.last_cpu: float | None = None  # CPU seconds per task of the last throughput measurement
+
+    def cpu(self, scheme: str) -> float:
+        """CPU seconds used so far by ``scheme``'s worker (all its processes), this producer, and server ``a``."""
+        tick, total = os.sysconf("SC_CLK_TCK"), time.process_time()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) == self.worker_pid[scheme]:  # the session the worker leads
+                    total += (int(fields[11]) + int(fields[12])) / tick
+        info = self.a.client().info("cpu")
+        return total + info["used_cpu_sys"] + info["used_cpu_user"]
 
     @contextlib.contextmanager
     def workers_for(self, pool: str, queues: str) -> Iterator[None]:
@@ -129,6 +142,7 @@ class Bench:
                 procs.append(subprocess.Popen(argv, cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                               start_new_session=True))
             self.workers.append(procs[-1])
+            self.worker_pid[scheme] = procs[-1].pid
             # A worker is ready when it answers a task.
             self.apps[scheme].send_task("bench.echo", (0,), queue=queues.split(",")[0]).get(timeout=60)
         try:
@@ -152,20 +166,23 @@ class Bench:
         """Tasks per second: a burst of ``tasks`` published at once, until the last one ran."""
         app, ledger = self.apps[scheme], self.ledger
         ledger.delete("n", "done")
-        start = time.time()
+        cpu, start = self.cpu(scheme), time.time()
         with app.producer_or_acquire() as producer:
             for i in range(tasks):
                 app.send_task("bench.count", (tasks,), producer=producer, **route(i))
         _, done = ledger.blpop(["done"], timeout=600)
+        self.last_cpu = (self.cpu(scheme) - cpu) / tasks
         return tasks / (float(done) - start)
 
     def with_results(self, scheme: str, tasks: int) -> float:
         """Tasks per second, each result stored by the worker and read by ``AsyncResult.get()``."""
         app = self.apps[scheme]
-        start = time.perf_counter()
+        cpu, start = self.cpu(scheme), time.perf_counter()
         results = [app.send_task("bench.echo", (i,), queue="q0") for i in range(tasks)]
         assert [r.get(timeout=120) for r in results] == list(range(tasks))
-        return tasks / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        self.last_cpu = (self.cpu(scheme) - cpu) / tasks
+        return tasks / elapsed
 
     def get_round_trip(self, scheme: str, messages: int) -> float:
         """Median seconds of ``send_task(...).get()``, one task at a time."""
@@ -205,7 +222,7 @@ TEN_PRIORITIES = lambda i: {"queue": "q0", "priority": i % 10}  # noqa: E731
 
 def rows(bench: Bench, quick: bool) -> list[tuple[str, str, str, str, Callable[[str], float]]]:
     """(group, worker pool, worker queues, row label, measure(scheme))."""
-    lat, thr, res = (10, 500, 100) if quick else (30, 2000, 300)
+    lat, thr, res = (10, 400, 100) if quick else (20, 1000, 200)
     return [
         ("a", "solo", "q0", "latency, 1 queue (ms)", lambda s: bench.latency(s, lat, ONE_QUEUE)),
         ("a", "solo", "q0", "latency, 10 priorities (ms)", lambda s: bench.latency(s, lat, TEN_PRIORITIES)),
@@ -228,13 +245,13 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, --quick 3)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 15, --quick 3)")
     parser.add_argument("--quick", action="store_true", help="3 rounds, fewer messages")
     parser.add_argument("--json", action="store_true", help="print every raw number as one JSON line at the end")
     parser.add_argument("--verbose", action="store_true", help="workers log at INFO")
     parser.add_argument("--only", default="", help="comma-separated words: only the rows whose label has one (development)")
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = args.rounds or (3 if args.quick else 15)
 
     workdir = Path(tempfile.mkdtemp(prefix="geofailover-celery-bench-"))
     bench = Bench(workdir, args.verbose)
@@ -252,23 +269,28 @@ def main() -> int:
                 for r in range(rounds):
                     for _, _, _, label, measure in members:
                         for scheme in SCHEMES if r % 2 == 0 else SCHEMES[::-1]:
+                            bench.last_cpu = None
                             value = measure(scheme)
                             raw.setdefault(label, {}).setdefault(scheme, []).append(value * 1000 if "(ms)" in label else value)
+                            if bench.last_cpu is not None:
+                                cpu_label = label.replace("(tasks/s)", "CPU per task (us)")
+                                raw.setdefault(cpu_label, {}).setdefault(scheme, []).append(bench.last_cpu * 1e6)
                     print(f"  round {r + 1}/{rounds} done", file=sys.stderr)
     finally:
         bench.close()
 
     print(f"Celery, stock redis:// vs geofailover:// (same run, {rounds} interleaved rounds; median [IQR])")
-    print(f"{'':42} {'redis://':>22} {'geofailover://':>22} {'ratio geo/redis':>22}")
+    print(f"{'':48} {'redis://':>22} {'geofailover://':>22} {'ratio geo/redis':>22}")
     summary = {}
     for label, by_scheme in raw.items():
         stock, geo = by_scheme["redis"], by_scheme["geofailover"]
         ratios = [g / s for g, s in zip(geo, stock, strict=True)]
         cells = [quartiles(v) for v in (stock, geo, ratios)]
         fmt = (lambda q: f"{q[1]:.2f} [{q[0]:.2f}-{q[2]:.2f}]") if "(ms)" in label else (lambda q: f"{q[1]:.0f} [{q[0]:.0f}-{q[2]:.0f}]")
-        extra = f"  (+{statistics.median(g - s for g, s in zip(geo, stock, strict=True)):.2f} ms)" if "(ms)" in label else ""
+        diff = statistics.median(g - s for g, s in zip(geo, stock, strict=True))
+        extra = f"  ({diff:+.2f} ms)" if "(ms)" in label else f"  ({diff:+.0f} us)" if "(us)" in label else ""
         ratio = f"{cells[2][1]:.3f}x [{cells[2][0]:.2f}-{cells[2][2]:.2f}]"
-        print(f"{label:42} {fmt(cells[0]):>22} {fmt(cells[1]):>22} {ratio:>22}{extra}")
+        print(f"{label:48} {fmt(cells[0]):>22} {fmt(cells[1]):>22} {ratio:>22}{extra}")
         summary[label] = {"redis": cells[0][1], "geofailover": cells[1][1], "ratio": cells[2][1]}
     machine = {"nproc": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     with contextlib.suppress(Exception):

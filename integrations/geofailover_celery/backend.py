@@ -154,7 +154,7 @@ class GeoFailoverBackend(RedisBackend):  # type: ignore[misc]
             return True
         if now >= self._geo_next_look:
             self._geo_next_look = now + 5.0
-            self._geo_stood_in = any(self._geo_marked(ep) for ep in engine.eligible_endpoints(exclude=engine.active, answering=True))
+            self._geo_stood_in = any(self._geo_marked(ep) for ep in engine.eligible_endpoints(exclude=engine.active))
         return self._geo_stood_in
 
     def _geo_marked(self, ep: EndpointState) -> bool:
