@@ -130,7 +130,8 @@ def test_a_result_stored_during_an_outage_is_found_by_a_process_started_after_it
         assert later.backend.geofailover.generation == 0  # read right after start: b need not be probed yet
         assert later.AsyncResult(on_b).get(timeout=5) == "written during the outage"
         assert f"celery-task-meta-{on_b}" not in keys_on(a)
-        b.client(db=1).delete("celery-task-meta-~geofailover:stood-in")  # the mark expires with the results
+        assert 0 < b.client(db=1).ttl("celery-task-meta-~geofailover:stood-in") <= 600, "the mark expires with the results"
+        assert b.client(db=1).delete("celery-task-meta-~geofailover:stood-in") == 1
         still = _fresh_app(app, "started-after-the-mark-expired")
         assert still.AsyncResult(on_b).state == states.PENDING, "no mark, no switch seen: a is asked alone"
         quiesce(still)

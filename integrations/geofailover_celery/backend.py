@@ -130,8 +130,8 @@ class GeoFailoverBackend(RedisBackend):  # type: ignore[misc]
         return self.geo.as_uri(include_password=include_password)
 
     @property
-    def _geo_mark(self) -> str:
-        return f"{self.task_keyprefix}~geofailover:stood-in"
+    def _geo_mark(self) -> bytes:
+        return self.get_key_for_task("~geofailover:stood-in")  # type: ignore[no-any-return]
 
     def _set(self, key: str, value: Any, *args: Any, **kwargs: Any) -> None:
         """Celery's write; while the active endpoint stands in for a preferred one, it is marked so
