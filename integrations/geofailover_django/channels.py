@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import redis.exceptions
@@ -59,17 +59,25 @@ class GeoFailoverChannelLayer(RedisChannelLayer):  # type: ignore[misc]
     def connection(self, index: int) -> AsyncFailoverRedis:
         return self._geo_clients.get()
 
-    async def _brpop_with_clean(self, index: int, channel: str, timeout: float) -> Any:
-        """A pop whose region died under it (a kill resets its socket before the
-        switch can wake it) returns nothing, and ``receive_single`` pops again on
-        the region serving now; what it may have taken was on the dead region."""
+    async def _unless_left(self, work: Awaitable[Any]) -> Any:
+        """``work``, whose connection error on a region the engine has left since
+        means what that region held is lost (failover moves traffic, not data):
+        a send in flight there is dropped like the messages stored there, and a
+        pop returns nothing, so ``receive_single`` pops again on the new region.
+        A consumer is never closed by a failover."""
         generation = self.geofailover.generation
         try:
-            return await super()._brpop_with_clean(index, channel, timeout)
+            return await work
         except redis.exceptions.ConnectionError:
             if self.geofailover.generation == generation:
                 raise
             return None
+
+    async def _brpop_with_clean(self, index: int, channel: str, timeout: float) -> Any:
+        return await self._unless_left(super()._brpop_with_clean(index, channel, timeout))
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        await self._unless_left(super().send(channel, message))
 
     async def close_pools(self) -> None:
         await self.wait_received()
@@ -92,7 +100,7 @@ class GeoFailoverChannelLayer(RedisChannelLayer):  # type: ignore[misc]
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         await self._restore()
-        await super().group_send(group, message)
+        await self._unless_left(super().group_send(group, message))
 
     async def _restore(self) -> None:
         """Write this process's memberships to the region serving now, once per switch.

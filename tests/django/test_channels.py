@@ -85,10 +85,10 @@ async def test_send_receive_groups_and_flush(two: list[RedisServer], make_layer:
 async def test_a_group_keeps_receiving_through_a_kill_of_the_active_region(two: list[RedisServer], make_layer: MakeLayer) -> None:
     """Three members, one sender every 5 ms, the active region SIGKILLed.
 
-    Lost are only (1) a send whose command was in flight at the kill (raised to
-    the sender) and (2) messages stored on the dead region that no member had
-    popped yet. Every message sent once the layer is on the new region reaches
-    every member, once."""
+    Lost are only (1) a send whose command was in flight at the kill and (2)
+    messages stored on the dead region that no member had popped yet; nobody
+    sees an error. Every message sent once the layer is on the new region
+    reaches every member, once."""
     layer = make_layer(two)
     members = [await layer.new_channel() for _ in range(3)]
     for channel in members:
@@ -138,4 +138,4 @@ async def test_a_group_keeps_receiving_through_a_kill_of_the_active_region(two: 
         assert missing == [], f"{channel} lost messages sent after the switch: {missing}"
         lost = sorted({n for n, _ in sent} - set(got))
         assert len(lost) <= 3, f"{channel} lost more than the messages in flight at the kill: {lost}"
-    assert len(failed) <= 1, failed  # at most the one send in flight at the kill
+    assert failed == []  # a send in flight at the kill is lost, not raised
