@@ -139,3 +139,23 @@ async def test_a_group_keeps_receiving_through_a_kill_of_the_active_region(two: 
         lost = sorted({n for n, _ in sent} - set(got))
         assert len(lost) <= 3, f"{channel} lost more than the messages in flight at the kill: {lost}"
     assert failed == []  # a send in flight at the kill is lost, not raised
+
+
+async def test_a_process_that_only_receives_restores_its_groups_at_the_switch(two: list[RedisServer], make_layer: MakeLayer) -> None:
+    """Two layers with engines of their own stand for two processes; the receiving
+    one never sends, so only the switch itself can bring its members to region b."""
+    receiver = make_layer(two, GEOFAILOVER={"name": "rx"})
+    sender = make_layer(two, GEOFAILOVER={"name": "tx"})
+    channel = await receiver.new_channel()
+    await receiver.group_add("room", channel)
+    got = asyncio.ensure_future(receiver.receive(channel))
+    await sender.group_send("room", {"type": "m", "n": 1})
+    assert (await asyncio.wait_for(got, 5))["n"] == 1
+    pending = asyncio.ensure_future(receiver.receive(channel))  # parked on a
+    await until(lambda: two[0].client().info("clients")["blocked_clients"] == 1, message="receive() is not parked on a")
+    receiver.geofailover.failover_to("b")
+    sender.geofailover.failover_to("b")
+    await until(lambda: two[1].client().zcard("asgi:group:room") == 1, message="the receiving process did not restore its members on b")
+    await until(lambda: two[1].client().info("clients")["blocked_clients"] == 1, message="receive() did not move to b")
+    await sender.group_send("room", {"type": "m", "n": 2})
+    assert (await asyncio.wait_for(pending, 5))["n"] == 2
