@@ -86,9 +86,9 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
     # Keys, values and timeouts go through the sync client's own make_key, encode
     # and decode, so the two paths read and write the very same bytes.
 
-    async def _geo(self, default: Any, work: Callable[[AsyncFailoverRedis], Awaitable[Any]]) -> Any:
-        """``work`` under the sync methods' error policy: a Redis error returns
-        ``default`` with IGNORE_EXCEPTIONS (logged once per outage), else it is raised."""
+    async def _geo(self, work: Callable[[AsyncFailoverRedis], Awaitable[Any]], then: Callable[[Any], Any] | None = None) -> Any:
+        """``work``'s result (passed through ``then``) under the sync methods' error policy:
+        a Redis error is None with IGNORE_EXCEPTIONS (logged once per outage), else raised."""
         binding = self.geofailover_binding()
         try:
             result = await work(binding.loops.get())
@@ -96,30 +96,29 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
             if not self._ignore_exceptions:
                 raise
             binding.note_ignored(exc)
-            return default
+            return None
         if binding.ignoring:
             binding.note_success()
-        return result
+        return result if then is None else then(result)
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         client = self.client
         name = client.make_key(key, version=version)
-        value = await self._geo(None, lambda r: r.get(name))
+        value = await self._geo(lambda r: r.get(name))
         return default if value is None else client.decode(value)
 
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         client = self.client
         names = {client.make_key(key, version=version): key for key in keys}
-        values = await self._geo(None, lambda r: r.mget(*names)) if names else None
+        values = await self._geo(lambda r: r.mget(*names)) if names else None
         return {names[name]: client.decode(v) for name, v in zip(names, values or (), strict=False) if v is not None}
 
     async def ahas_key(self, key: Any, version: int | None = None) -> bool | None:
         name = self.client.make_key(key, version=version)
-        found = await self._geo(None, lambda r: r.exists(name))
-        return None if found is None else found == 1
+        return await self._geo(lambda r: r.exists(name), lambda found: found == 1)  # type: ignore[no-any-return]
 
     async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, nx: bool = False, xx: bool = False) -> bool | None:
-        return await self._geo(None, lambda r: self._aset(r, key, value, timeout, version, nx, xx))  # type: ignore[no-any-return]
+        return await self._geo(lambda r: self._aset(r, key, value, timeout, version, nx, xx))  # type: ignore[no-any-return]
 
     async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool | None:
         return await self.aset(key, value, timeout, version, nx=True)
@@ -131,7 +130,7 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
                 await self._aset(pipe, key, value, timeout, version)
             await pipe.execute()
 
-        await self._geo(None, work)
+        await self._geo(work)
 
     async def _aset(self, r: Any, key: Any, value: Any, timeout: Any, version: int | None, nx: bool = False, xx: bool = False) -> bool:
         """``DefaultClient.set``: a timeout <= 0 deletes the key (or, with ``nx``, only reports whether it was absent)."""
@@ -146,21 +145,19 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
 
     async def adelete(self, key: Any, version: int | None = None) -> bool | None:
         name = self.client.make_key(key, version=version)
-        deleted = await self._geo(None, lambda r: r.delete(name))
-        return None if deleted is None else bool(deleted)
+        return await self._geo(lambda r: r.delete(name), bool)  # type: ignore[no-any-return]
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> int | None:
         names = [self.client.make_key(key, version=version) for key in keys]
-        return await self._geo(None, lambda r: r.delete(*names)) if names else 0
+        return await self._geo(lambda r: r.delete(*names)) if names else 0
 
     async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool | None:
         name = self.client.make_key(key, version=version)
         timeout = self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout
-        done = await self._geo(None, lambda r: r.persist(name) if timeout is None else r.pexpire(name, int(timeout * 1000)))
-        return None if done is None else bool(done)
+        return await self._geo(lambda r: r.persist(name) if timeout is None else r.pexpire(name, int(timeout * 1000)), bool)  # type: ignore[no-any-return]
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None, ignore_key_check: bool = False) -> int | None:
-        return await self._geo(None, lambda r: self._aincr(r, self.client.make_key(key, version=version), delta, ignore_key_check))  # type: ignore[no-any-return]
+        return await self._geo(lambda r: self._aincr(r, self.client.make_key(key, version=version), delta, ignore_key_check))  # type: ignore[no-any-return]
 
     async def _aincr(self, r: AsyncFailoverRedis, name: Any, delta: int, ignore_key_check: bool) -> int:
         """``DefaultClient._incr``: atomic; a value INCRBY refuses (a pickled
@@ -191,10 +188,10 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
             await r.delete(old)
             return version + delta
 
-        return await self._geo(None, work)  # type: ignore[no-any-return]
+        return await self._geo(work)  # type: ignore[no-any-return]
 
     async def aclear(self) -> None:
-        await self._geo(None, lambda r: r.flushdb())
+        await self._geo(lambda r: r.flushdb())
 
     def __repr__(self) -> str:
         try:

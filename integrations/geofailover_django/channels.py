@@ -126,13 +126,14 @@ class GeoFailoverChannelLayer(RedisChannelLayer):  # type: ignore[misc]
                 loop.call_soon_threadsafe(self._restore_soon)
 
     def _restore_soon(self) -> None:
-        task = asyncio.ensure_future(self._restore_quietly())
-        self._geo_tasks.add(task)
-        task.add_done_callback(self._geo_tasks.discard)
+        task = asyncio.ensure_future(self._restore())
+        self._geo_tasks.add(task)  # held until done
+        task.add_done_callback(self._restore_done)
 
-    async def _restore_quietly(self) -> None:
-        with contextlib.suppress(Exception):  # the next group operation tries again
-            await self._restore()
+    def _restore_done(self, task: asyncio.Future[None]) -> None:
+        self._geo_tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved; the next group operation tries again
 
     def on_close(self) -> None:
         """Nothing to release: each loop's client closes with its loop."""
