@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import redis.exceptions
@@ -87,9 +88,8 @@ class GeoFailoverChannelLayer(RedisChannelLayer):  # type: ignore[misc]
 
     async def group_add(self, group: str, channel: str) -> None:
         self._geo_loop = asyncio.get_running_loop()
-        await self._restore()
-        await super().group_add(group, channel)
-        self._geo_groups.setdefault(group, {})[channel] = time.time()
+        self._geo_groups.setdefault(group, {})[channel] = time.time()  # first: a switch now restores it too
+        await self._unless_left(self._restored_then(functools.partial(super().group_add, group, channel)))
 
     async def group_discard(self, group: str, channel: str) -> None:
         await super().group_discard(group, channel)
@@ -99,8 +99,11 @@ class GeoFailoverChannelLayer(RedisChannelLayer):  # type: ignore[misc]
             self._geo_groups.pop(group, None)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        await self._unless_left(self._restored_then(functools.partial(super().group_send, group, message)))
+
+    async def _restored_then(self, work: Callable[[], Awaitable[None]]) -> None:
         await self._restore()
-        await self._unless_left(super().group_send(group, message))
+        await work()
 
     async def _restore(self) -> None:
         """Write this process's memberships to the region serving now, once per switch.

@@ -10,6 +10,7 @@ its pools), so no socket outlives its loop and no pool is kept for a dead one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -37,8 +38,8 @@ class LoopClients:
         return client
 
     async def aclose(self) -> None:
-        """Close this loop's client (it is made again on next use)."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
+        """Close this loop's connections (they open again on next use)."""
+        client = self._clients.get(asyncio.get_running_loop())
         if client is not None:
             await client.aclose(close_connection_pool=True)
 
@@ -51,4 +52,5 @@ class LoopClients:
                 loop.run_until_complete(client.aclose(close_connection_pool=True))
             close()
 
-        loop.close = close_clients  # type: ignore[method-assign]
+        with contextlib.suppress(AttributeError):  # uvloop's loops take no attributes: theirs close with the process
+            loop.close = close_clients  # type: ignore[method-assign]
