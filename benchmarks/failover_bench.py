@@ -82,7 +82,7 @@ MULTIDB_SHORT_FALLBACK = 2.0
 OURS_TUNED: dict[str, Any] = {
     "socket_timeout": 0.5,
     "socket_connect_timeout": 0.5,
-    "health_check_interval": 0.5,
+    "probe_interval": 0.5,
     "health_check_timeout": 0.25,
     "confirm_timeout": 0.5,
     "failback_grace_period": OURS_SHORT_GRACE,
@@ -332,8 +332,8 @@ def build_ours_tuned(a: Server, b: Server, variant: str) -> tuple[Any, Callable[
 
 PLAIN = ClientSpec("plain", "plain redis.Redis", build_plain, 0.0)
 MULTIDB = ClientSpec("multidb", "MultiDBClient (defaults)", build_multidb, float(MultiDbConfig.health_check_interval))
-OURS = ClientSpec("ours", "FailoverRedis (defaults)", build_ours, float(DEFAULTS["health_check_interval"]))
-OURS_TUNED_SPEC = ClientSpec("ours_tuned", "FailoverRedis tuned", build_ours_tuned, float(OURS_TUNED["health_check_interval"]))
+OURS = ClientSpec("ours", "FailoverRedis (defaults)", build_ours, float(DEFAULTS["probe_interval"]))
+OURS_TUNED_SPEC = ClientSpec("ours_tuned", "FailoverRedis tuned", build_ours_tuned, float(OURS_TUNED["probe_interval"]))
 
 
 def phase_delay(spec: ClientSpec, rep: int, s: Settings) -> float:
@@ -871,11 +871,11 @@ def render(results: dict[str, Any], s: Settings) -> str:
         )
         row("failback: errors raised to the caller after the restart (per run)", {k: cell_errors(v) for k, v in fb.items()})
     grace = float(DEFAULTS["failback_grace_period"])
-    interval = float(DEFAULTS["health_check_interval"])
+    interval = float(DEFAULTS["probe_interval"])
     default_cells = {
         "plain": "n/a",
         "multidb": f"EXPECTED ≈ {MULTIDB_DEFAULT_FALLBACK_INTERVAL:g} s after the failover (auto_fallback_interval={MULTIDB_DEFAULT_FALLBACK_INTERVAL:g} s; not measured)",
-        "ours": f"EXPECTED {grace:g}-{grace + interval:g} s after restart (failback_grace_period={grace:g} s + ≤ 1 health_check_interval)",
+        "ours": f"EXPECTED {grace:g}-{grace + interval:g} s after restart (failback_grace_period={grace:g} s + ≤ 1 probe_interval)",
     }
     if "failback_default" in results:
         default_cells["ours"] += f"; MEASURED {cell_time(results['failback_default'], s.cap)} (n={results['failback_default']['n']})"

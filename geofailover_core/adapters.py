@@ -22,7 +22,7 @@ from typing import Any
 
 import redis.connection
 
-from .config import ENGINE_FIELDS, EndpointConfig, FailoverConfig, connection_option_names
+from .config import ENGINE_FIELDS, EndpointConfig, FailoverConfig, check_connection_option, connection_option_names
 from .engine import FailoverEngine
 from .errors import ConfigurationError
 from .masking import mask_text, mask_url
@@ -193,7 +193,7 @@ def client_connection_options(options: Mapping[str, Any], setting: str, engine_s
     result: dict[str, Any] = {}
     for key, value in options.items():
         if key in known:
-            result[key] = value
+            result[key] = check_connection_option(f"{setting}[{key!r}]", key, value)
         elif key in ENGINE_FIELDS:
             raise ConfigurationError(f"{setting}[{key!r}]", "an engine option, shared by every client of the configuration", f"set it in {engine_setting}")
         else:

@@ -30,7 +30,8 @@ import redis
 from redis.client import Pipeline, PubSub
 
 from .commands import BLOCKING, blocking_seconds, retry_allowed
-from .config import EndpointConfig, FailoverConfig, split_options
+from .config import EndpointConfig, FailoverConfig, check_value, split_options
+from .defaults import BOUNDS
 from .engine import FailoverEngine
 from .errors import ConfigurationError
 from .pool import FailoverPoolMixin, failover_pool, wake
@@ -48,37 +49,46 @@ def _engine_of(pool: Any) -> FailoverEngine:
     return pool.engine
 
 
-def acquire_engine(
+def client_config(
     endpoints: Sequence[EndpointSpec] | str | None,
     name: str | None,
     config: FailoverConfig | Mapping[str, Any] | str | None,
     engine_options: dict[str, Any],
-) -> FailoverEngine:
-    """The engine a client's constructor arguments describe, with a share taken
-    for the client (:func:`~geofailover_core.registry.release` gives it back).
-    Shared by the sync and the async clients, so both read the same arguments
-    the same way and a sync and an async client with one name share one engine."""
+) -> FailoverConfig | None:
+    """The configuration a client's constructor arguments describe; None when
+    they only name an engine already configured in this process."""
     if config is not None:
         if endpoints is not None or engine_options:
             raise ConfigurationError("config", "given together with endpoints or engine options", "put everything in config")
         cfg = FailoverConfig.coerce(config)
         if name is not None and name != cfg.name:
             cfg = cfg.with_options(name=name)
-        return acquire(cfg)
+        return cfg
     if endpoints is None:
         if name is None:
             raise ConfigurationError("endpoints", "missing", "pass endpoints=[...] or the name of a configured engine")
-        try:
-            return acquire(name=name)
-        except KeyError:
-            raise ConfigurationError("name", f"no configuration named {name!r} exists in this process", "pass endpoints=[...] the first time") from None
+        return None
     if isinstance(endpoints, str):
         data: dict[str, Any] = {"endpoints": endpoints, **engine_options}
     else:
         data = {"endpoints": list(endpoints), **engine_options}
     if name is not None:
         data["name"] = name
-    return acquire(FailoverConfig.from_dict(data))
+    return FailoverConfig.from_dict(data)
+
+
+def acquire_for(config: FailoverConfig | None, name: str | None, *, own_connections: bool = False) -> FailoverEngine:
+    """The engine of ``config`` (or the one called ``name``), with a share taken for
+    the client (:func:`~geofailover_core.registry.release` gives it back). Shared
+    by the sync and the async clients, so a sync and an async client with one
+    name share one engine. ``own_connections``: the client's pool follows
+    ``config``'s connection options, so they may differ from the engine's."""
+    if config is None:
+        try:
+            return acquire(name=name)
+        except KeyError:
+            raise ConfigurationError("name", f"no configuration named {name!r} exists in this process", "pass endpoints=[...] the first time") from None
+    return acquire(config, own_connections=own_connections)
 
 
 @contextlib.contextmanager
@@ -125,9 +135,14 @@ class FailoverRedis(redis.Redis):
     ``FailoverRedis(endpoints=[...], name="default", **options)``: options
     are engine options (see the table of defaults) or redis-py connection
     options, which apply to this client's connections on every endpoint.
+    A name redis-py's connections take is a connection option, as in
+    ``redis.Redis``: ``socket_timeout=5`` or ``health_check_interval=30``
+    belong to this client, so clients of one engine may differ in them; only
+    a different engine option under the same name is an error.
     ``FailoverRedis(name="default")`` alone attaches to an engine already
-    configured in this process. The engine is ``client.geofailover``
-    (``Redis.failover`` is the FAILOVER command).
+    configured in this process (and uses its connection options). The
+    engine is ``client.geofailover`` (``Redis.failover`` is the FAILOVER
+    command).
     """
 
     def __init__(
@@ -147,7 +162,7 @@ class FailoverRedis(redis.Redis):
         self._geofailover_share = False
         if connection_pool is None:
             connection_pool = self._build_pool(endpoints, name, config, blocking_pool, max_connections, pool_timeout, options)
-            self._geofailover_share = True  # acquire_engine took a share of the engine for this client
+            self._geofailover_share = True  # acquire_for took a share of the engine for this client
         elif endpoints is not None or config is not None or options:
             raise ConfigurationError("connection_pool", "given together with endpoints or options", "pass either a pool or a configuration")
         self._geofailover_engine = _engine_of(connection_pool)
@@ -167,9 +182,14 @@ class FailoverRedis(redis.Redis):
         options: dict[str, Any],
     ) -> FailoverPoolMixin:
         engine_options, client_options = split_options(options)
-        engine = acquire_engine(endpoints, name, config, engine_options)
+        if max_connections is not None:
+            max_connections = check_value("max_connections", BOUNDS["max_connections"], max_connections)
+        own = client_config(endpoints, name, config, engine_options)
+        engine = acquire_for(own, name, own_connections=True)
         try:
-            return failover_pool(engine, blocking_pool=blocking_pool, max_connections=max_connections, pool_timeout=pool_timeout, **client_options)
+            return failover_pool(
+                engine, blocking_pool=blocking_pool, max_connections=max_connections, pool_timeout=pool_timeout, config=own, **client_options
+            )
         except BaseException:
             release(engine)
             raise
@@ -276,7 +296,10 @@ class FailoverRedis(redis.Redis):
             return super().transaction(func, *watches, **kwargs)
 
     def pubsub(self, **kwargs: Any) -> FailoverPubSub:
-        return FailoverPubSub(self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs)
+        dispatcher = getattr(self, "_event_dispatcher", None)  # redis-py >= 5.3
+        if dispatcher is not None:
+            kwargs.setdefault("event_dispatcher", dispatcher)
+        return FailoverPubSub(self.connection_pool, **kwargs)
 
     def client(self) -> FailoverRedis:
         return type(self)(connection_pool=self.connection_pool, single_connection_client=True)  # type: ignore[arg-type]
@@ -432,6 +455,21 @@ class FailoverPubSub(PubSub):
                 if self.connection is not None:
                     set_blocking(self.connection, True)  # a subscriber's wait is its own, never a stall
 
+    def _read_blocking(self, conn: Any) -> Any:
+        """A blocking read (``listen()``) waits for the next message however long
+        it takes, as in redis-py >= 6; older redis-py bounded it by the socket
+        timeout, which geofailover sets finite, so an idle subscriber raised."""
+        sock = getattr(conn, "_sock", None)
+        if sock is None:
+            return super().parse_response(True, 0)
+        sock.settimeout(None)
+        try:
+            return super().parse_response(True, 0)
+        finally:
+            if conn._sock is sock:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(conn.socket_timeout)
+
     def parse_response(self, block: bool = True, timeout: float = 0) -> Any:
         engine = self._engine()
         for _ in range(len(engine.config.endpoints) + 1):
@@ -442,6 +480,8 @@ class FailoverPubSub(PubSub):
                 generation = engine.generation
                 self._geo_readers += 1
             try:
+                if block:
+                    return self._read_blocking(conn)
                 return super().parse_response(block, timeout)
             except BaseException as exc:
                 if conn is not self.connection:  # the switch worker moved us while we read: read the new socket

@@ -15,7 +15,7 @@ anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -28,6 +28,7 @@ from .stamps import ENDPOINT, GENERATION, mark_unsent, stamp_generation, was_wok
 
 if TYPE_CHECKING:
     from .config import EndpointConfig, FailoverConfig
+    from .engine import FailoverEngine
 
 try:  # redis-py >= 7: opt out of maintenance notifications, an extra round trip
     from redis.maint_notifications import MaintNotificationsConfig
@@ -138,16 +139,56 @@ class ManagedConnection:
             raise
 
 
-_managed: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+class PinnedConnection(ManagedConnection):
+    """A managed connection to one named endpoint, in a pool that a host
+    library owns (a kombu channel's) rather than a failover pool.
+
+    No :class:`~geofailover_core.client.FailoverRedis` sees its errors, so it
+    reports them itself, by the failover pools' rule: a socket counts against
+    its endpoint only if that endpoint was active when it connected, and only
+    until the engine switches. The engine and the endpoint come as connection
+    kwargs (``geofailover_engine``, ``geofailover_endpoint``), the way a
+    redis-py pool configures the sockets it makes.
+    """
+
+    def __init__(self, *args: Any, geofailover_engine: FailoverEngine, geofailover_endpoint: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.geofailover_engine = geofailover_engine
+        self._geofailover_endpoint = geofailover_endpoint
+
+    def reporting(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``, its error reported to the engine (a no-op once it switched)."""
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            self.geofailover_engine.report_failure(self._geofailover_gen, exc)
+            raise
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+        active, generation = self.geofailover_engine.routing
+        self._geofailover_gen = generation if active is not None and active.name == self._geofailover_endpoint else -1
+        return self.reporting(super().connect_check_health, *args, **kwargs)
+
+    def send_packed_command(self, *args: Any, **kwargs: Any) -> Any:
+        return self.reporting(super().send_packed_command, *args, **kwargs)  # type: ignore[misc]
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        return self.reporting(super().read_response, *args, **kwargs)  # type: ignore[misc]
 
 
-def managed_class(base: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``base`` with :class:`ManagedConnection` mixed in (one class per base)."""
-    if issubclass(base, ManagedConnection):
+_managed: dict[tuple[type[ManagedConnection], type[AbstractConnection]], type[AbstractConnection]] = {}
+
+
+def managed_class(base: type[AbstractConnection], mixin: type[ManagedConnection] = ManagedConnection) -> type[AbstractConnection]:
+    """``base`` with ``mixin`` mixed in (one class per pair): :class:`ManagedConnection`,
+    :class:`PinnedConnection`, or an adapter's subclass of them that adds what
+    its host library needs of a socket."""
+    if issubclass(base, mixin):
         return base
-    cls = _managed.get(base)
+    cls = _managed.get((mixin, base))
     if cls is None:
-        cls = _managed.setdefault(base, type(f"Managed{base.__name__}", (ManagedConnection, base), {"__module__": __name__}))
+        prefix = "Managed" if mixin is ManagedConnection else mixin.__name__.removesuffix("Connection")
+        cls = _managed.setdefault((mixin, base), type(f"{prefix}{base.__name__}", (mixin, base), {"__module__": mixin.__module__}))
     return cls
 
 
@@ -159,6 +200,7 @@ def stamp(connection: Any, generation: int, endpoint: str) -> None:
 
 __all__ = [
     "ManagedConnection",
+    "PinnedConnection",
     "direct_client",
     "endpoint_params",
     "managed_class",

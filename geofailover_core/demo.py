@@ -199,7 +199,7 @@ def run(args: argparse.Namespace, out: TextIO, *, style: Style | None = None) ->
         spec = ";".join(f"{url}?name={name}&weight={weight}" for url, (name, weight) in zip(urls, regions, strict=True))
         client = FailoverRedis.from_url(
             spec, name="demo", failback_grace_period=args.grace, socket_timeout=0.5, socket_connect_timeout=0.5,
-            health_check_interval=args.interval, health_check_timeout=0.25, confirm_timeout=1.0, decode_responses=True,
+            probe_interval=args.interval, health_check_timeout=0.25, confirm_timeout=1.0, decode_responses=True,
             app_label="demo",
         )
         screen.line(style(f"{_stamp(t0)}  {binary}", "dim"))

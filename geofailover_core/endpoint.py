@@ -174,7 +174,7 @@ class EndpointState:
         """One round of every check of this endpoint, each probed
         ``health_check_probes`` times: health checks first (they decide
         failover, so a slow gate must not delay them), then the gates."""
-        ctx = ProbeContext(self.config, self.probe_client(config), config.health_check_timeout, config.health_check_interval)
+        ctx = ProbeContext(self.config, self.probe_client(config), config.health_check_timeout, config.probe_interval)
         outcomes: list[CheckOutcome] = []
         for check in sorted(self.checks, key=lambda c: check_mode(c) != HEALTH):
             probes: list[HealthResult] = []

@@ -755,8 +755,8 @@ class FailoverEngine:
     def pin(self, name: str, duration: float | None = None, force: bool = False, reason: str | None = None) -> None:
         """Like :meth:`failover_to`, but sticky: if ``name`` fails, traffic fails
         over and comes back to it when it recovers; ends at :meth:`unpin` or after ``duration`` seconds."""
-        if duration is not None and duration <= 0:
-            raise ValueError("pin duration must be positive (seconds) or None")
+        if duration is not None and not 0 < duration < float("inf"):  # NaN too: a pin that never expires
+            raise ValueError("pin duration must be positive and finite (seconds) or None")
         self._hold_endpoint(name, pinned=True, duration=duration, force=force, reason=reason)
 
     def _hold_endpoint(self, name: str, *, pinned: bool, duration: float | None, force: bool, reason: str | None) -> None:

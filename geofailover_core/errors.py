@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import redis.exceptions
 
+from .masking import mask_text
+
 
 class GeoFailoverError(Exception):
     """Base class for errors that are geofailover's own."""
 
 
 class ConfigurationError(GeoFailoverError, ValueError):
-    """A setting is wrong. The message names the setting and says how to fix it."""
+    """A setting is wrong. The message names the setting and says how to fix it.
+
+    Every part is masked (a URL's password, ``password=...``): callers build
+    messages from settings, and settings hold secrets.
+    """
 
     def __init__(self, setting: str, problem: str, fix: str) -> None:
+        setting, problem, fix = mask_text(setting), mask_text(problem), mask_text(fix)
         self.setting = setting
         self.problem = problem
         self.fix = fix

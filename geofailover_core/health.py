@@ -90,7 +90,7 @@ class ProbeContext:
     The probe client is separate from the application's pool (its own single
     connection, the probe timeout as socket timeout, no retries), so a probe
     never queues behind application traffic and vice versa. ``interval`` is
-    the monitor's ``health_check_interval``: checks that call a rate-limited
+    the monitor's ``probe_interval``: checks that call a rate-limited
     API use it to ask at most once per interval, however many probes and
     confirmation rounds the monitor runs.
     """

@@ -165,7 +165,7 @@ class HealthMonitor:
     # -- the thread --------------------------------------------------------------
 
     def _run(self) -> None:
-        interval = self.config.health_check_interval
+        interval = self.config.probe_interval
         with self._cond:
             # The first round waits a moment (or until someone asks for a round):
             # the application's first command, which started the monitor, goes

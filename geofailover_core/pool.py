@@ -17,11 +17,13 @@ endpoint instead of waiting on a dead region.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import socket
 import time
 from queue import Empty, Full
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.connection import AbstractConnection
@@ -32,7 +34,11 @@ from .engine import FailoverEngine
 from .errors import NoHealthyEndpointError
 from .stamps import endpoint_of, generation_of, is_blocking, mark_unsent, set_woken
 
+if TYPE_CHECKING:
+    from .config import FailoverConfig
+
 _monotonic = time.monotonic
+_COMMAND_NAME_REQUIRED = inspect.signature(redis.ConnectionPool.get_connection).parameters["command_name"].default is inspect.Parameter.empty
 
 # redis-py >= 6 has a dedicated class; earlier versions raised ConnectionError.
 _MAX_CONNECTIONS_ERROR: type[Exception] = getattr(redis.exceptions, "MaxConnectionsError", redis.exceptions.ConnectionError)
@@ -62,15 +68,19 @@ class FailoverPoolMixin:
     """Shared behaviour of the plain and the blocking failover pools."""
 
     _engine: FailoverEngine
+    _config: FailoverConfig
     _client_options: dict[str, Any]
     _endpoint_params: dict[str, tuple[type[AbstractConnection], dict[str, Any]]]
 
-    def _init_failover(self, engine: FailoverEngine, client_options: dict[str, Any]) -> None:
+    def _init_failover(self, engine: FailoverEngine, client_options: dict[str, Any], config: FailoverConfig | None) -> None:
         self._engine = engine
+        self._config = config if config is not None else engine.config
         self._client_options = client_options
         self._endpoint_params = {}
-        # Bound once: the command path calls it for every command.
-        self._base_get_connection: Any = super().get_connection  # type: ignore[misc]
+        # Bound once: the command path calls it for every command. redis-py < 5.3
+        # requires a command name it then ignores.
+        base = super().get_connection  # type: ignore[misc]
+        self._base_get_connection: Any = functools.partial(base, "") if _COMMAND_NAME_REQUIRED else base
         engine.add_switch_listener(self)
 
     @property
@@ -80,7 +90,7 @@ class FailoverPoolMixin:
     def _params_for(self, ep: EndpointState) -> tuple[type[AbstractConnection], dict[str, Any]]:
         params = self._endpoint_params.get(ep.name)
         if params is None:
-            conn_class, kwargs = endpoint_params(self._engine.config, ep.config, self._client_options)
+            conn_class, kwargs = endpoint_params(self._config, self._config.endpoint(ep.name), self._client_options)
             params = self._endpoint_params[ep.name] = (managed_class(conn_class), kwargs)
         return params
 
@@ -137,7 +147,7 @@ class FailoverPoolMixin:
         for _ in range(3):
             self.release(conn)  # type: ignore[attr-defined]  # stale: discarded, not pooled
             try:
-                conn = super().get_connection()  # type: ignore[misc]
+                conn = self._base_get_connection()
             except BaseException as exc:
                 mark_unsent(exc)
                 raise
@@ -161,23 +171,31 @@ class FailoverPoolMixin:
         return f"<{type(self).__name__} name={self._engine.name!r} active={self._engine.active!r}>"
 
 
-def _common_kwargs(engine: FailoverEngine, client_options: dict[str, Any]) -> dict[str, Any]:
+def _common_kwargs(config: FailoverConfig, client_options: dict[str, Any]) -> dict[str, Any]:
     """What redis.Redis and host libraries read off ``connection_kwargs``
     (encoding, protocol...). Endpoint addresses and secrets stay out of it."""
-    merged = {**quiet_connection_defaults(), **engine.config.base_connection_options(), **client_options}
+    merged = {**quiet_connection_defaults(), **config.base_connection_options(), **client_options}
     for key in _ENDPOINT_KWARGS:
         merged.pop(key, None)
     return merged
 
 
 class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
-    """``redis.ConnectionPool`` whose connections go to the engine's active endpoint."""
+    """``redis.ConnectionPool`` whose connections go to the engine's active endpoint.
 
-    def __init__(self, engine: FailoverEngine, max_connections: int | None = None, **client_options: Any) -> None:
-        self._init_failover(engine, dict(client_options))
+    ``config``: the configuration this pool's client was given, whose
+    connection options (and the endpoints' URLs and options) its connections
+    use; by default the engine's. Its engine options match the engine's (the
+    registry made sure), its connection options are this client's own.
+    """
+
+    def __init__(
+        self, engine: FailoverEngine, max_connections: int | None = None, *, config: FailoverConfig | None = None, **client_options: Any
+    ) -> None:
+        self._init_failover(engine, dict(client_options), config)
         if max_connections is None:  # a pool size given in the settings dict
-            max_connections = client_options.get("max_connections", engine.config.client_options.get("max_connections"))
-        super().__init__(max_connections=max_connections, **_common_kwargs(engine, client_options))
+            max_connections = client_options.get("max_connections", self._config.client_options.get("max_connections"))
+        super().__init__(max_connections=max_connections, **_common_kwargs(self._config, client_options))
 
     def make_connection(self) -> Any:
         if self._created_connections >= self.max_connections:
@@ -208,9 +226,17 @@ class FailoverConnectionPool(FailoverPoolMixin, redis.ConnectionPool):
 class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnectionPool):
     """``redis.BlockingConnectionPool`` variant: waits up to ``timeout`` for a free connection."""
 
-    def __init__(self, engine: FailoverEngine, max_connections: int = 50, timeout: float = 20, **client_options: Any) -> None:
-        self._init_failover(engine, dict(client_options))
-        super().__init__(max_connections=max_connections, timeout=timeout, **_common_kwargs(engine, client_options))
+    def __init__(
+        self,
+        engine: FailoverEngine,
+        max_connections: int = 50,
+        timeout: float = 20,
+        *,
+        config: FailoverConfig | None = None,
+        **client_options: Any,
+    ) -> None:
+        self._init_failover(engine, dict(client_options), config)
+        super().__init__(max_connections=max_connections, timeout=timeout, **_common_kwargs(self._config, client_options))
 
     def make_connection(self) -> Any:
         try:
@@ -255,13 +281,21 @@ class FailoverBlockingConnectionPool(FailoverPoolMixin, redis.BlockingConnection
 
 
 def failover_pool(
-    engine: FailoverEngine, *, blocking_pool: bool = False, max_connections: int | None = None, pool_timeout: float = 20.0, **client_options: Any
+    engine: FailoverEngine,
+    *,
+    blocking_pool: bool = False,
+    max_connections: int | None = None,
+    pool_timeout: float = 20.0,
+    config: FailoverConfig | None = None,
+    **client_options: Any,
 ) -> FailoverPoolMixin:
     """The pool for a client's pool settings (``FailoverRedis``'s keyword
-    arguments, which adapters expose as settings): blocking or not, its size."""
+    arguments, which adapters expose as settings): blocking or not, its size.
+    ``config``: the client's own configuration, whose connection options its
+    connections use (by default the engine's)."""
     if blocking_pool:
-        return FailoverBlockingConnectionPool(engine, max_connections=max_connections or 50, timeout=pool_timeout, **client_options)
-    return FailoverConnectionPool(engine, max_connections=max_connections, **client_options)
+        return FailoverBlockingConnectionPool(engine, max_connections=max_connections or 50, timeout=pool_timeout, config=config, **client_options)
+    return FailoverConnectionPool(engine, max_connections=max_connections, config=config, **client_options)
 
 
 __all__ = ["FailoverBlockingConnectionPool", "FailoverConnectionPool", "FailoverPoolMixin", "failover_pool", "wake"]

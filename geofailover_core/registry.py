@@ -44,25 +44,33 @@ def build_engine(config: FailoverConfig | Mapping[str, Any] | str, *, observer: 
     return engine
 
 
-def get_engine(config: FailoverConfig | Mapping[str, Any] | str) -> FailoverEngine:
+def get_engine(config: FailoverConfig | Mapping[str, Any] | str, *, own_connections: bool = False) -> FailoverEngine:
     """Return the engine for ``config.name``, creating it on first use; it
     lives until it is closed (``engine.close()``, :func:`close_all`).
 
-    Asking for an existing name with different endpoints or engine options is
-    a configuration error: two parts of one process would otherwise silently
-    disagree about where traffic goes.
+    Asking for an existing name with different engine options (endpoints,
+    checks, intervals, failback...) is a configuration error: two parts of
+    one process would otherwise silently disagree about where traffic goes.
+    Connection options (``socket_timeout``, ``decode_responses``...) are each
+    client's own and may differ when the caller builds its connections from
+    its own configuration (``own_connections``, as :class:`FailoverRedis`
+    does with its pool's ``config``). A caller that builds them from
+    ``engine.config`` must agree on those too, or it would silently get
+    another client's.
     """
-    engine = _get(FailoverConfig.coerce(config))
+    engine = _get(FailoverConfig.coerce(config), own_connections)
     with _lock:
         _kept.add(engine.name)
     return engine
 
 
-def acquire(config: FailoverConfig | Mapping[str, Any] | str | None = None, *, name: str | None = None) -> FailoverEngine:
+def acquire(
+    config: FailoverConfig | Mapping[str, Any] | str | None = None, *, name: str | None = None, own_connections: bool = False
+) -> FailoverEngine:
     """Like :func:`get_engine` (or :func:`lookup` with ``name``), taking a share
     that :func:`release` gives back: the engine's threads stop and its name is
     free again when the last share is released."""
-    engine = lookup(name) if config is None and name is not None else _get(FailoverConfig.coerce(config))  # type: ignore[arg-type]
+    engine = lookup(name) if config is None and name is not None else _get(FailoverConfig.coerce(config), own_connections)  # type: ignore[arg-type]
     with _lock:
         _shares[engine.name] = _shares.get(engine.name, 0) + 1
     return engine
@@ -81,21 +89,33 @@ def release(engine: FailoverEngine) -> None:
         engine.close()
 
 
-def _get(config: FailoverConfig) -> FailoverEngine:
+def _get(config: FailoverConfig, own_connections: bool) -> FailoverEngine:
     with _lock:
         engine = _engines.get(config.name)
         if engine is not None and not engine.closed:
-            if engine.config.fingerprint() != config.fingerprint():
+            differ = _differences(engine.config, config, own_connections)
+            if differ:
                 raise ConfigurationError(
                     "name",
-                    f"configuration {config.name!r} is already in use in this process with different endpoints or options",
-                    "give each distinct endpoint set its own name, or use identical settings everywhere",
+                    f"configuration {config.name!r} is already in use in this process with different endpoints or options "
+                    f"({', '.join(differ)})",
+                    "give each distinct endpoint set its own name, or use identical engine settings everywhere",
                 )
             return engine
         engine = build_engine(config)
         engine.add_close_hook(_forget)
         _engines[config.name] = engine
         return engine
+
+
+def _differences(running: FailoverConfig, asked: FailoverConfig, own_connections: bool) -> list[str]:
+    """Names of the settings in which ``asked`` differs from the running engine's
+    configuration (names only: values may hold secrets)."""
+    theirs, ours = running.engine_settings(), asked.engine_settings()
+    differ = [key for key in ours if ours[key] != theirs.get(key)]
+    if not own_connections and running.connection_fingerprint() != asked.connection_fingerprint():
+        differ.append("connection options")
+    return differ
 
 
 def lookup(name: str) -> FailoverEngine:

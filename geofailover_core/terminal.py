@@ -42,10 +42,23 @@ class Style:
 Cell = str | tuple[str, tuple[str, ...]]
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], style: Style, indent: str = "") -> list[str]:
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[Cell]], style: Style, indent: str = "",
+    groups: Sequence[tuple[str, int]] = (),
+) -> list[str]:
+    """Aligned columns; ``groups`` (title, number of columns) adds a line of titles
+    above the headers, each over the columns it spans (``FLEET``, ``THIS HOST``)."""
     plain = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in plain]) for i, h in enumerate(headers)]
-    lines = [indent + style("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), "bold")]
+    lines = []
+    if groups:
+        titles, column = [], 0
+        for title, span in groups:
+            width = sum(widths[column:column + span]) + 2 * (span - 1)
+            titles.append(title.ljust(width))
+            column += span
+        lines.append(indent + style("  ".join(titles).rstrip(), "bold"))
+    lines.append(indent + style("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), "bold"))
     for row in rows:
         cells = []
         for cell, width in zip(row, widths, strict=True):

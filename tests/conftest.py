@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -17,7 +19,7 @@ from geofailover_core.testing.fake_rest import CertificateAuthority, FakeRestSer
 FAST = {
     "socket_timeout": 0.3,
     "socket_connect_timeout": 0.3,
-    "health_check_interval": 0.1,
+    "probe_interval": 0.1,
     "health_check_timeout": 0.2,
     "failback_grace_period": 0.5,
     "breaker_reset_timeout": 0.2,
@@ -25,6 +27,9 @@ FAST = {
 }
 
 _names = itertools.count()
+
+#: Where the control plane keeps its keys on the test servers (the default: database 15).
+CONTROL_DB = 15
 
 MakeClient = Callable[..., FailoverRedis]
 
@@ -87,3 +92,31 @@ def two(redis_server_factory: Callable[..., list[RedisServer]]) -> list[RedisSer
 @pytest.fixture
 def three(redis_server_factory: Callable[..., list[RedisServer]]) -> list[RedisServer]:
     return redis_server_factory(3)
+
+
+def run_in_child(body: Callable[[], None], describe: Callable[[], str] | None = None) -> None:
+    """Run ``body()`` in a forked child (like a gunicorn --preload worker) and
+    fail here with the child's traceback if it raised (``describe()`` adds
+    context, e.g. the child's engine status)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        report = "ok"
+        try:
+            os.close(read_fd)
+            body()
+        except BaseException:
+            report = traceback.format_exc()[-3000:]
+            if describe is not None:
+                try:
+                    report += "\n" + describe()
+                except Exception as exc:
+                    report += f"\n(no description: {exc!r})"
+        finally:
+            os.write(write_fd, report.encode())
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_fd, "rb") as pipe:
+        outcome = pipe.read().decode()
+    assert outcome == "ok", f"forked child failed:\n{outcome}"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,7 +16,7 @@ from geofailover_core import FailoverRedis, NoHealthyEndpointError, ReplyLostErr
 from geofailover_core.asyncio import AsyncFailoverConnectionPool, AsyncFailoverRedis
 from geofailover_core.testing import RedisServer, wait_until
 
-from .conftest import FAST, url_list
+from .conftest import FAST, run_in_child, url_list
 from .test_failover import mark
 
 _names = iter(range(10**6))
@@ -73,6 +71,17 @@ async def test_is_a_real_async_redis_on_the_same_engine_as_a_sync_client(two, ma
         await same.aclose()
 
 
+async def test_clients_of_one_engine_may_differ_in_connection_options(two, make_async) -> None:
+    first = make_async(two, name="per-client-async")
+    await first.set("k", "v")
+    other = AsyncFailoverRedis.from_url(url_list(two), name="per-client-async", **{**FAST, "socket_timeout": 5.0, "decode_responses": True})
+    try:
+        assert other.geofailover is first.geofailover
+        assert await other.get("k") == "v" and await first.get("k") == b"v"
+    finally:
+        await other.aclose()
+
+
 async def test_kill_fails_over_with_no_error_for_reads_and_unsent_writes(two, make_async) -> None:
     mark(two)
     client = make_async(two)
@@ -84,7 +93,7 @@ async def test_kill_fails_over_with_no_error_for_reads_and_unsent_writes(two, ma
 
 
 async def test_freeze_fails_over_and_a_write_in_flight_is_raised(two, make_async) -> None:
-    client = make_async(two, socket_timeout=30.0, health_check_interval=5.0, health_check_timeout=0.3)
+    client = make_async(two, socket_timeout=30.0, probe_interval=5.0, health_check_timeout=0.3)
     await client.ping()
     await until(lambda: client.geofailover.monitor.completed_rounds >= 1)
     two[0].freeze()
@@ -99,7 +108,7 @@ async def test_freeze_fails_over_and_a_write_in_flight_is_raised(two, make_async
 
 async def test_a_frozen_region_read_is_resent(two, make_async) -> None:
     mark(two)
-    client = make_async(two, socket_timeout=30.0, health_check_interval=5.0, health_check_timeout=0.3)
+    client = make_async(two, socket_timeout=30.0, probe_interval=5.0, health_check_timeout=0.3)
     assert await client.get("whoami") == b"0"
     await until(lambda: client.geofailover.monitor.completed_rounds >= 1)
     two[0].freeze()
@@ -274,22 +283,11 @@ def test_an_async_client_works_in_a_forked_child(two) -> None:
     keep = FailoverRedis.from_url(url_list(two), name="fork-async", **FAST)  # the parent's engine, running
     try:
         assert asyncio.run(once("fork-async")) == (1, True)
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            report = "ok"
-            try:
-                os.close(read_fd)
-                assert asyncio.run(once("fork-async")) == (2, True)  # the child's engine re-armed
-            except BaseException:
-                report = traceback.format_exc()[-2000:]
-            finally:
-                os.write(write_fd, report.encode())
-                os._exit(0)
-        os.close(write_fd)
-        os.waitpid(pid, 0)
-        with os.fdopen(read_fd, "rb") as pipe:
-            assert pipe.read().decode() == "ok"
+
+        def child() -> None:
+            assert asyncio.run(once("fork-async")) == (2, True)  # the child's engine re-armed
+
+        run_in_child(child)
         wait_until(lambda: two[0].client().get("forked") == b"2", timeout=2)
     finally:
         keep.close()

@@ -17,7 +17,6 @@ from celery.result import AsyncResult, GroupResult
 
 import geofailover_celery  # noqa: F401 - registers the scheme
 from geofailover_celery.backend import GeoFailoverBackend
-from geofailover_celery.endpoints import forget_clients
 from geofailover_core import registry
 from geofailover_core.testing import RedisServer, wait_until
 from tests.test_celery_support import DURABLE, FAST, geo_url, quiesce
@@ -43,7 +42,6 @@ def app(servers: list[RedisServer]) -> Iterator[Celery]:
     yield app
     quiesce(app)
     registry.close_all()
-    forget_clients()
 
 
 def keys_on(server: RedisServer) -> set[str]:

@@ -19,8 +19,8 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError
 
 import geofailover_celery  # noqa: F401 - registers the scheme
-from geofailover_celery.endpoints import forget_clients
-from geofailover_celery.transport import DRAIN_TAG, EndpointSwitched
+from geofailover_celery.draining import DRAIN_TAG
+from geofailover_celery.transport import EndpointSwitched
 from geofailover_core import registry
 from geofailover_core.errors import NoHealthyEndpointError
 from geofailover_core.testing import RedisServer, wait_until
@@ -34,7 +34,6 @@ QUEUE = Queue("jobs", Exchange("jobs", type="direct"), routing_key="jobs")
 def servers(redis_server_factory: Callable[..., list[RedisServer]]) -> Iterator[list[RedisServer]]:
     yield redis_server_factory(2, extra_args=DURABLE)
     registry.close_all()
-    forget_clients()
 
 
 def connect(servers: list[RedisServer], kombu_options: dict[str, Any] | None = None, **geo: Any) -> Connection:
@@ -121,7 +120,7 @@ def test_new_channel_skips_an_active_endpoint_that_just_died(servers: list[Redis
         assert engine.route()[0].name == "a"
         a.kill()  # the engine does not know yet
         channel = conn.channel()  # pre-flight PING fails, the engine confirms, the channel pins b
-        assert channel._geo_endpoint == "b"
+        assert channel.endpoint == "b"
         assert engine.active == "b"
 
 
@@ -197,7 +196,7 @@ def test_all_down_fails_fast_then_recovers(servers: list[RedisServer]) -> None:
     a, b = servers
     with connect(servers) as conn:
         engine = conn.transport.engine
-        assert conn.default_channel._geo_endpoint == "a"
+        assert conn.default_channel.endpoint == "a"
         a.kill()
         b.kill()
         with pytest.raises(OperationalError):
@@ -238,7 +237,7 @@ def test_a_failing_drain_round_is_logged_and_consuming_goes_on(
 ) -> None:
     _, b = servers
     # Slow probes: the engine keeps believing b is healthy while it hangs.
-    with connect(servers, health_check_interval=30) as conn:
+    with connect(servers, probe_interval=30) as conn:
         engine = conn.transport.engine
         assert engine.check_now()
         publish(conn, "on a")
@@ -361,4 +360,19 @@ def test_a_consuming_channel_is_not_moved_under_its_consumer(servers: list[Redis
             conn.transport.engine.failover_to("b")
             with pytest.raises(EndpointSwitched):
                 Producer(channel, exchange=QUEUE.exchange, routing_key="jobs").publish("x", retry=False, serializer="json")
-        assert channel._geo_endpoint == "a"
+        assert channel.endpoint == "a"
+
+
+def test_a_channel_made_as_every_endpoint_dies_says_no_endpoint(servers: list[RedisServer], caplog: pytest.LogCaptureFixture) -> None:
+    """No log line names ``None`` for an endpoint: the engine moved to *no endpoint*."""
+    a, b = servers
+    with connect(servers) as conn, caplog.at_level("INFO", logger="geofailover"):
+        engine = conn.transport.engine
+        assert engine.route()[0].name == "a"
+        a.kill()
+        b.kill()  # the engine does not know yet: each pre-flight PING is reported, the engine moves on
+        with pytest.raises(NoHealthyEndpointError):
+            conn.channel()
+        assert engine.active is None
+    assert "the engine moved to no endpoint, connecting there" in caplog.text
+    assert "None" not in caplog.text

@@ -50,7 +50,7 @@ def test_import_registers_the_scheme_with_kombu_and_celery() -> None:
 
 def test_endpoint_list_form() -> None:
     resolved = resolve(URL, {"failback_grace_period": 5, **unique()}, "broker")
-    config = resolved.config
+    config = resolved.engine.config
     assert [(ep.name, ep.weight, ep.url) for ep in config.endpoints] == [
         ("us-east", 2.0, "redis://10.0.0.1:6379/0"),
         ("eu-west", 1.0, "redis://10.0.0.2:6380/0"),
@@ -67,7 +67,7 @@ def test_default_names_keep_broker_and_results_apart() -> None:
 
 def test_tls_and_unix_chunks_and_plain_redis_after_the_first() -> None:
     url = "geofailover+rediss://10.0.0.1:6380/0?name=a;redis://10.0.0.2:6379/0?name=b;geofailover+unix:///tmp/r.sock?db=0&name=c"
-    config = resolve(url, unique(), "broker").config
+    config = resolve(url, unique(), "broker").engine.config
     assert [ep.url.split("://")[0] for ep in config.endpoints] == ["rediss", "redis", "unix"]
     assert render_uri(config).startswith("geofailover+rediss://10.0.0.1:6380/0?name=a&weight=1;geofailover://10.0.0.2")
     assert "geofailover+unix:///tmp/r.sock?db=0&name=c" in render_uri(config)
@@ -76,7 +76,7 @@ def test_tls_and_unix_chunks_and_plain_redis_after_the_first() -> None:
 def test_named_form_with_endpoints_in_the_options() -> None:
     options = {"endpoints": ["redis://:pw-in-settings@10.0.0.1:6379/0?name=a&weight=2", "redis://10.0.0.2:6379/0?name=b"], "drain": False}
     resolved = resolve("geofailover://jobs", options, "broker")
-    assert resolved.named and resolved.engine.name == "jobs"
+    assert resolved.engine.name == "jobs"
     assert resolved.options["drain"] is False
     assert "pw-in-settings" not in resolved.as_uri()
 
@@ -93,23 +93,24 @@ def test_named_form_attaches_to_an_engine_configured_elsewhere() -> None:
 @pytest.mark.parametrize(
     ("url", "options", "role", "setting", "fix"),
     [
-        ("geofailover://nowhere", None, "broker", "broker_transport_options['geofailover'].endpoints", "list the endpoints"),
-        ("geofailover://nowhere", {"health_check_interval": 1}, "backend",
-         "result_backend_transport_options['geofailover'].endpoints", "list the endpoints"),
-        (URL, {"endpoints": ["redis://x:1/0"]}, "broker", "broker_transport_options['geofailover'].endpoints", "in one place"),
+        ("geofailover://nowhere", None, "broker", "broker_transport_options['geofailover']['endpoints']", "list the endpoints"),
+        ("geofailover://nowhere", {"probe_interval": 1}, "backend",
+         "result_backend_transport_options['geofailover']['endpoints']", "list the endpoints"),
+        (URL, {"endpoints": ["redis://x:1/0"]}, "broker", "broker_url / broker_transport_options['geofailover']['endpoints']",
+         "keep one of the two"),
         ("geofailover://h:1/0;http://h:2/0", None, "broker", "broker_url[1]", "geofailover://host:port/db"),
-        (URL, {"health_check_intervall": 1}, "broker", "broker_transport_options['geofailover']: health_check_intervall",
+        (URL, {"health_check_intervall": 1}, "broker", "broker_transport_options['geofailover']['health_check_intervall']",
          "did you mean 'health_check_interval'"),
-        (URL, {"drain": "yes"}, "broker", "broker_transport_options['geofailover'].drain", "True or False"),
-        (URL, {"drain_interval": 0}, "broker", "broker_transport_options['geofailover'].drain_interval", "e.g. 1.0"),
-        (URL, {"reliable_pop": 1}, "broker", "broker_transport_options['geofailover'].reliable_pop", "True or False"),
-        (URL, {"drain_batch": 0}, "broker", "broker_transport_options['geofailover'].drain_batch", "e.g. 500"),
-        (URL, {"result_refetch_interval": -1}, "backend", "result_backend_transport_options['geofailover'].result_refetch_interval",
+        (URL, {"drain": "yes"}, "broker", "broker_transport_options['geofailover']['drain']", "True or False"),
+        (URL, {"drain_interval": 0}, "broker", "broker_transport_options['geofailover']['drain_interval']", "e.g. 1.0"),
+        (URL, {"reliable_pop": 1}, "broker", "broker_transport_options['geofailover']['reliable_pop']", "True or False"),
+        (URL, {"drain_batch": 0}, "broker", "broker_transport_options['geofailover']['drain_batch']", "such as 500"),
+        (URL, {"result_refetch_interval": -1}, "backend", "result_backend_transport_options['geofailover']['result_refetch_interval']",
          "or 0 to turn it off"),
-        ("geofailover://h:1/0?name=a&weight=-1", None, "backend", "result_backend: endpoints['a'].weight", "positive"),
+        ("geofailover://h:1/0?name=a&weight=-1", None, "backend", "result_backend['a'].weight", "0.001 to"),
         ("", None, "broker", "broker_url", "geofailover://"),
-        ("geofailover://x", {"name": "y", "endpoints": ["redis://h:1/0"]}, "broker", "broker_transport_options['geofailover'].name", "same name"),
-        (URL, "not a dict", "broker", "broker_transport_options['geofailover']", "write {"),
+        ("geofailover://x", {"name": "y", "endpoints": ["redis://h:1/0"]}, "broker", "broker_transport_options['geofailover']['name']", "same name"),
+        (URL, "not a dict", "broker", "broker_transport_options['geofailover']", "write a dict"),
     ],
 )
 def test_bad_settings_name_the_celery_setting_and_the_fix(url: str, options: Any, role: Any, setting: str, fix: str) -> None:

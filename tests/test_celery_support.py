@@ -34,7 +34,7 @@ from geofailover_core.testing import RedisServer, wait_until
 FAST: dict[str, Any] = {
     "socket_timeout": 0.5,
     "socket_connect_timeout": 0.5,
-    "health_check_interval": 0.1,
+    "probe_interval": 0.1,
     "health_check_timeout": 0.2,
     "failback_grace_period": 0.6,
     "breaker_reset_timeout": 0.2,
@@ -319,6 +319,3 @@ def _celery_env(redis_server_factory: Callable[..., list[RedisServer]], tmp_path
     os.environ.clear()
     os.environ.update(saved_environ)
     registry.close_all()
-    from geofailover_celery.endpoints import forget_clients
-
-    forget_clients()

@@ -42,12 +42,12 @@ def test_dict_form_matches_string_form() -> None:
                 {"name": "us-east", "url": "redis://10.0.0.1:6379/0", "weight": 2, "socket_timeout": 0.5},
                 "redis://10.1.0.1:6379/0?name=eu-west",
             ],
-            "health_check_interval": 2,
+            "probe_interval": 2,
             "decode_responses": True,
         }
     )
     assert from_dict.name == "cache"
-    assert from_dict.health_check_interval == 2.0
+    assert from_dict.probe_interval == 2.0
     assert from_dict.client_options == {"decode_responses": True}
     assert from_dict.endpoints[0].options == {"socket_timeout": 0.5}
     assert [ep.name for ep in from_dict.endpoints] == ["us-east", "eu-west"]
@@ -71,8 +71,8 @@ def test_default_names_are_host_port() -> None:
         ("", "endpoints", "at least one"),
         ("http://h:1", ".url", "redis://"),
         ("redis://a:1?name=x;redis://b:1?name=x", ".name", "unique"),
-        ("redis://a:1?weight=0", ".weight", "positive"),
-        ("redis://a:1?weight=-2", ".weight", "positive"),
+        ("redis://a:1?weight=0", ".weight", "0.001 to"),
+        ("redis://a:1?weight=-2", ".weight", "0.001 to"),
         ("redis://a:1?weight=heavy", ".weight", "number"),
         ("redis://a:1?name=bad name", ".name", "letters"),
         ("redis://a:1?bogus_key=1", "bogus_key", "spelling"),
@@ -90,8 +90,8 @@ def test_bad_strings_raise_configuration_error(source: str, setting: str, fix_wo
 @pytest.mark.parametrize(
     ("options", "setting"),
     [
-        ({"health_check_interval": -1}, "health_check_interval"),
-        ({"health_check_interval": 0}, "health_check_interval"),
+        ({"probe_interval": -1}, "probe_interval"),
+        ({"probe_interval": 0}, "probe_interval"),
         ({"health_check_timeout": "soon"}, "health_check_timeout"),
         ({"failback_grace_period": -5}, "failback_grace_period"),
         ({"socket_timeout": float("inf")}, "socket_timeout"),
@@ -111,8 +111,8 @@ def test_bad_engine_options(options: dict[str, object], setting: str) -> None:
 
 
 def test_typo_gets_a_suggestion() -> None:
-    with pytest.raises(ConfigurationError, match="did you mean 'health_check_interval'"):
-        FailoverConfig.from_dict({"endpoints": "redis://a:1", "health_check_intervall": 1})
+    with pytest.raises(ConfigurationError, match="did you mean 'health_check_timeout'"):
+        FailoverConfig.from_dict({"endpoints": "redis://a:1", "health_check_timout": 1})
 
 
 def test_unknown_endpoint_option() -> None:

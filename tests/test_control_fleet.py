@@ -23,7 +23,7 @@ from .conftest import url_list
 
 INTERVAL = 0.1
 OPTIONS = {
-    "health_check_interval": INTERVAL,
+    "probe_interval": INTERVAL,
     "health_check_timeout": 0.2,
     "socket_timeout": 0.3,
     "socket_connect_timeout": 0.3,
@@ -57,7 +57,7 @@ def cli(servers: list[RedisServer], name: str, *args: str) -> tuple[int, Any]:
     """Run the real console entry point in a third process; JSON output parsed."""
     proc = subprocess.run(
         [sys.executable, "-m", "geofailover_core", *args, "--json", "--url", url_list(servers), "--name", name,
-         "-o", f"health_check_interval={INTERVAL}", "-o", "health_check_timeout=0.2"],
+         "-o", f"probe_interval={INTERVAL}", "-o", "health_check_timeout=0.2"],
         capture_output=True, text=True, timeout=60,
     )
     assert proc.stdout, f"no output (exit {proc.returncode}); stderr:\n{proc.stderr}"

@@ -180,7 +180,7 @@ def test_commands_fire_no_signals_in_the_command_process(two: list[RedisServer])
                 signal.connect(receiver, app, weak=False)
             engine = app.extensions["geofailover"]["default"].engine
             result = app.test_cli_runner().invoke(args=["geofailover", *args])
-            assert result.exit_code in (0, 1), result.output
+            assert result.exit_code in (0, 1, 3), result.output  # 3: no fleet reports under this name
             assert engine.active == "b"  # the command's probes did move this process's engine
             assert engine.events.flush(5)
             assert heard == [], f"{args[0]}: receivers ran in the command process: {heard}"

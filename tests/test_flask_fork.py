@@ -26,6 +26,7 @@ from geofailover_core import registry
 from geofailover_core.testing import RedisServer, wait_until
 from geofailover_flask import GeoFailover, signals
 
+from .conftest import CONTROL_DB
 from .test_flask_support import FAST, new_app
 
 
@@ -157,6 +158,35 @@ def test_gunicorn_preload_workers_fail_over(two: list[RedisServer]) -> None:
             return moved == workers
 
         wait_until(both_on_eu_west, timeout=10, message="not every worker moved to eu-west")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_gunicorn_workers_report_at_boot_with_the_example_config(two: list[RedisServer]) -> None:
+    """The example's gunicorn.conf.py starts each worker's engine at boot: status lists
+    every worker before any of them served a request."""
+    pytest.importorskip("gunicorn")
+    env = {
+        **os.environ,
+        "FLASK_GEOFAILOVER_URL": f"{two[0].url}?name=us-east&weight=2;{two[1].url}?name=eu-west&weight=1",
+        "FLASK_GEOFAILOVER_OPTIONS": json.dumps({**FAST, "decode_responses": True}),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "3", "-b", "127.0.0.1:0"],
+        cwd=EXAMPLE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        fleet = two[0].client(db=CONTROL_DB)
+
+        def workers_reporting() -> int:
+            return sum(1 for field in fleet.hkeys("geofailover:default:fleet"))
+
+        wait_until(lambda: workers_reporting() == 3, timeout=15, message="not every worker reported at boot")
     finally:
         proc.terminate()
         try:

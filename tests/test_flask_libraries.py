@@ -111,7 +111,7 @@ def test_flask_caching_backend_keeps_working_through_the_switch(two: list[RedisS
 
 def test_cache_shares_the_extensions_engine_in_either_init_order(two: list[RedisServer]) -> None:
     for cache_first in (False, True):
-        app, geo, cache, _ = _cached_app(two, cache_first=cache_first, GEOFAILOVER_OPTIONS={"decode_responses": True, "health_check_interval": 0.1})
+        app, geo, cache, _ = _cached_app(two, cache_first=cache_first, GEOFAILOVER_OPTIONS={"decode_responses": True, "probe_interval": 0.1})
         backend = app.extensions["cache"][cache]
         assert isinstance(backend._write_client, FailoverRedis)
         assert backend._write_client.geofailover is geo.get_engine(app)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import traceback
 
 import pytest
 
 from geofailover_core import ConfigurationError, FailoverRedis, get_engine, registry
 from geofailover_core.testing import wait_until
 
-from .conftest import FAST, MakeClient, url_list
+from .conftest import FAST, MakeClient, run_in_child, url_list
 
 
 def test_sixteen_threads_first_use_share_one_engine(two) -> None:
@@ -100,26 +99,14 @@ def test_fork_child_gets_a_working_monitor_and_fresh_sockets(two, make_client: M
     client.set("parent", 1)
     assert client.geofailover.monitor.running
     server_pid = two[0].pid
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: like a gunicorn --preload worker
-        report = "ok"
-        try:
-            os.close(read_fd)
-            assert client.get("parent") == b"1"
-            assert client.geofailover.monitor.running
-            os.kill(server_pid, signal.SIGKILL)  # the server is the parent's child
-            assert client.get("parent") is None  # a read: re-sent on b, which never had the key
-            assert client.set("child", 1)
-            assert client.geofailover.active == "b"
-        except BaseException:
-            report = traceback.format_exc()[-2000:]
-        finally:
-            os.write(write_fd, report.encode())
-            os._exit(0)
-    os.close(write_fd)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_fd, "rb") as pipe:
-        outcome = pipe.read().decode()
-    assert outcome == "ok", f"forked child failed:\n{outcome}"
+
+    def child() -> None:  # like a gunicorn --preload worker
+        assert client.get("parent") == b"1"
+        assert client.geofailover.monitor.running
+        os.kill(server_pid, signal.SIGKILL)  # the server is the parent's child
+        assert client.get("parent") is None  # a read: re-sent on b, which never had the key
+        assert client.set("child", 1)
+        assert client.geofailover.active == "b"
+
+    run_in_child(child)
     assert two[1].client().get("child") == b"1"

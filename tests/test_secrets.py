@@ -25,7 +25,7 @@ def test_secret_never_leaks(protected, caplog: pytest.LogCaptureFixture) -> None
     urls = ";".join(
         f"redis://:{SECRET}@{s.host}:{s.port}/0?name={n}&weight={w}" for s, n, w in zip(protected, "ab", (2, 1), strict=True)
     )
-    client = FailoverRedis.from_url(urls, name="secret", socket_timeout=0.3, health_check_interval=0.1, health_check_timeout=0.2)
+    client = FailoverRedis.from_url(urls, name="secret", socket_timeout=0.3, probe_interval=0.1, health_check_timeout=0.2)
     texts: list[str] = []
     try:
         client.geofailover.on("*", lambda e: texts.append(json.dumps(e.as_dict())))
@@ -54,7 +54,7 @@ def test_wrong_password_error_does_not_echo_it(protected) -> None:
         f"redis://:wrong-{SECRET}@{protected[0].host}:{protected[0].port}/0?name=a",
         name="wrongpw",
         socket_timeout=0.3,
-        health_check_interval=0.1,
+        probe_interval=0.1,
         retry_on_failover="none",
     )
     try:

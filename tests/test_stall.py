@@ -18,7 +18,7 @@ from geofailover_core.testing import FaultProxy, wait_until
 from .conftest import MakeClient
 from .test_failover import mark
 
-SLOW_TIMEOUTS = {"socket_timeout": 30.0, "health_check_interval": 5.0, "health_check_timeout": 0.3}
+SLOW_TIMEOUTS = {"socket_timeout": 30.0, "probe_interval": 5.0, "health_check_timeout": 0.3}
 
 
 def _in_thread(call: Any) -> list[Any]:

@@ -29,12 +29,12 @@ def endpoints(db: int) -> str:
 
 
 engine_options: dict[str, Any] = {
-    "health_check_interval": 0.5,
+    "probe_interval": 0.5,
     "failback_grace_period": 5,  # the primary must stay healthy this long before traffic returns
 }
 if FAST:
     engine_options = {
-        "health_check_interval": 0.1, "health_check_timeout": 0.2, "socket_timeout": 0.5,
+        "probe_interval": 0.1, "health_check_timeout": 0.2, "socket_timeout": 0.5,
         "socket_connect_timeout": 0.5, "failback_grace_period": 1.0, "breaker_reset_timeout": 0.2,
     }
 

@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio.client as aclient
 import redis.exceptions
 
-from ..client import EndpointSpec, acquire_engine
+from ..client import EndpointSpec, acquire_for, client_config
 from ..commands import BLOCKING, blocking_seconds, retry_allowed
 from ..config import FailoverConfig, split_options
 from ..engine import FailoverEngine
@@ -84,9 +84,10 @@ class AsyncFailoverRedis(aclient.Redis):
         self._geofailover_share = False
         if connection_pool is None:
             engine_options, client_options = split_options(options)
-            engine = acquire_engine(endpoints, name, config, engine_options)
+            own = client_config(endpoints, name, config, engine_options)
+            engine = acquire_for(own, name, own_connections=True)
             try:
-                connection_pool = AsyncFailoverConnectionPool(engine, max_connections=max_connections, **client_options)
+                connection_pool = AsyncFailoverConnectionPool(engine, max_connections=max_connections, config=own, **client_options)
             except BaseException:
                 release(engine)
                 raise

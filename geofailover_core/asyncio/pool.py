@@ -25,6 +25,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
+from ..config import FailoverConfig
 from ..connection import endpoint_params, quiet_connection_defaults, stamp
 from ..endpoint import EndpointState
 from ..engine import FailoverEngine
@@ -93,9 +94,9 @@ def _accepted(cls: type[Any]) -> frozenset[str]:
     return frozenset(names)
 
 
-def async_endpoint_params(engine: FailoverEngine, ep: EndpointState, client_options: dict[str, Any]) -> tuple[type[aconn.AbstractConnection], dict[str, Any]]:
+def async_endpoint_params(config: FailoverConfig, ep: EndpointState, client_options: dict[str, Any]) -> tuple[type[aconn.AbstractConnection], dict[str, Any]]:
     """The same endpoint parameters as the sync pool's, for redis.asyncio's classes."""
-    sync_class, kwargs = endpoint_params(engine.config, ep.config, client_options)
+    sync_class, kwargs = endpoint_params(config, config.endpoint(ep.name), client_options)
     base = next((a for s, a in _ASYNC_CLASSES.items() if issubclass(sync_class, s)), aconn.Connection)
     accepted = _accepted(base)
     params = {k: v for k, v in kwargs.items() if k in accepted}
@@ -133,18 +134,22 @@ class AsyncFailoverConnectionPool(aconn.ConnectionPool):
     redis.asyncio pool is); clients on other loops need pools of their own
     (:class:`~geofailover_core.asyncio.AsyncFailoverRedis` makes one each)."""
 
-    def __init__(self, engine: FailoverEngine, max_connections: int | None = None, **client_options: Any) -> None:
+    def __init__(
+        self, engine: FailoverEngine, max_connections: int | None = None, *, config: FailoverConfig | None = None, **client_options: Any,
+    ) -> None:
         self._engine = engine
+        # The client's own configuration: its connection options may differ from the engine's.
+        self._config = config if config is not None else engine.config
         self._client_options = dict(client_options)
         self._params: dict[str, tuple[type[aconn.AbstractConnection], dict[str, Any]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: set[asyncio.Future[None]] = set()  # disconnects in flight (held so they are not collected)
-        merged = {**quiet_connection_defaults(), **engine.config.base_connection_options(), **client_options}
+        merged = {**quiet_connection_defaults(), **self._config.base_connection_options(), **client_options}
         for key in _ENDPOINT_KWARGS:
             merged.pop(key, None)
         common = {k: v for k, v in merged.items() if k in _accepted(aconn.Connection)}
         if max_connections is None:
-            max_connections = client_options.get("max_connections", engine.config.client_options.get("max_connections"))
+            max_connections = client_options.get("max_connections", self._config.client_options.get("max_connections"))
         super().__init__(max_connections=max_connections, **common)
         engine.add_switch_listener(self)
 
@@ -158,7 +163,7 @@ class AsyncFailoverConnectionPool(aconn.ConnectionPool):
         ep, generation = self._engine.route()
         params = self._params.get(ep.name)
         if params is None:
-            params = self._params[ep.name] = async_endpoint_params(self._engine, ep, self._client_options)
+            params = self._params[ep.name] = async_endpoint_params(self._config, ep, self._client_options)
         conn_class, kwargs = params
         conn = conn_class(**kwargs)
         stamp(conn, generation, ep.name)

@@ -337,7 +337,7 @@ class RestAvailabilityHealthCheck:
     * ``timeout``: budget of one probe's HTTP requests together, at most the
       engine's ``health_check_timeout`` (the default).
     * ``interval``: least time between two probes of one endpoint (default:
-      ``health_check_interval``); extra probes in between reuse the last answer.
+      ``probe_interval``); extra probes in between reuse the last answer.
     * ``on_error`` (``"inconclusive"``): what a probe without a usable answer
       counts as; ``"unhealthy"`` restores the peers' behaviour, ``"healthy"``
       opens a gate when the API cannot be asked.

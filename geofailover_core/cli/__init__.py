@@ -1,21 +1,33 @@
 """The ``geofailover`` command line (also ``python -m geofailover_core``).
 
 ``main`` is the contract the framework adapters call (``manage.py geofailover
-...`` and ``flask geofailover ...`` pass their own engines and forward the
-remaining arguments), so there is one implementation of every subcommand, its
-output and its exit codes.
+...``, ``flask geofailover ...`` and ``celery -A app geofailover ...`` pass
+their own engines, forward the remaining arguments and name themselves in
+``prog``, which every hint repeats), so there is one implementation of every
+command, its output and its exit codes.
 
-Subcommands: ``status [--json] [--watch]``, ``failover --to NAME [--for DURATION]
-[--reason TEXT] [--force] [--wait SECONDS]``, ``failback``, ``pin NAME [--for
-DURATION]``, ``unpin``, ``check [--json]``, ``demo [...]``. Configuration when
-``engines`` is not given: ``--url`` (the ``;`` string), the ``GEOFAILOVER_URL``
-environment variable, or ``--config FILE.toml`` (or ``GEOFAILOVER_CONFIG``).
-Exit codes: 0 ok, 1 degraded or stragglers, 2 error (bad configuration, all
-endpoints down, unknown endpoint).
+Commands: ``status [--json] [--watch]``, ``failover --to NAME [--for DURATION]
+[--reason TEXT] [--force] [--wait SECONDS]``, ``failback [--force]``, ``pin NAME
+[--for DURATION]``, ``unpin [--force]``, ``override clear``, ``check [--json]``,
+``demo [...]``. Configuration when ``engines`` is not given: ``--url`` (the
+``;`` string), the ``GEOFAILOVER_URL`` environment variable, or ``--config
+FILE.toml`` (or ``GEOFAILOVER_CONFIG``).
+
+Exit codes (:data:`.parser.EXIT_CODES`): 0 ok; 1 degraded (an endpoint
+unhealthy from here or in the fleet, processes disagree, an invalid override
+record, stragglers); 2 error (bad arguments or configuration, nothing written,
+no endpoint healthy, unknown or unhealthy target); 3 no fleet (``status``: no
+process reports heartbeats under this name and key prefix, so the fleet's
+state is unknown; an action: nobody acknowledged it). Several
+configurations combine as: 2 if any is 2; 3 if all are 3; else 1 if any is
+not 0; else 0.
 
 Actions are fleet-wide: they go through the control plane
 (:mod:`geofailover_core.control`), because this command runs in a process of
-its own while the traffic is in the application's processes.
+its own while the traffic is in the application's processes. The command's
+own engines only observe: they follow no override, fire no events and write
+no heartbeat, and ``status`` reports their probes as *this host's view*
+beside what the fleet reports.
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ from ..errors import ConfigurationError, GeoFailoverError
 from ..registry import build_engine
 from .commands import Invocation, UsageProblem
 from .config import load_configs
-from .parser import EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, ParserExit, build_parser, parse_duration
+from .parser import EXIT_CODES, EXIT_DEGRADED, EXIT_ERROR, EXIT_NO_FLEET, EXIT_OK, ParserExit, build_parser, parse_duration
 from .render import render_status
 
 
@@ -101,7 +113,7 @@ def main(
             if observers and not verbose:
                 quiet = _ObserverLogs({e.name for e in observers})
                 log.addFilter(quiet)
-            run = Invocation(args, out, chosen, owned=bool(owned))
+            run = Invocation(args, out, chosen, owned=bool(owned), prog=prog)
             if args.command == "status":
                 return run.status()
             if args.command == "check":
@@ -141,7 +153,16 @@ def run() -> None:
     raise SystemExit(main())
 
 
-__all__ = ["build_parser", "load_configs", "main", "parse_duration", "render_status", "run"]
-
-
-__all__ = ["EXIT_DEGRADED", "EXIT_ERROR", "EXIT_OK", "build_parser", "load_configs", "main", "parse_duration", "render_status", "run"]
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_DEGRADED",
+    "EXIT_ERROR",
+    "EXIT_NO_FLEET",
+    "EXIT_OK",
+    "build_parser",
+    "load_configs",
+    "main",
+    "parse_duration",
+    "render_status",
+    "run",
+]

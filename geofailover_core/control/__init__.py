@@ -26,8 +26,9 @@ probe verdict.
 
 Clock skew. Nothing here compares a record with the reader's own clock alone:
 
-* ordering: a new override is stamped ``max(now, newest seen + 1 ms)``, so an
-  operator whose clock is behind still supersedes what is stored;
+* ordering: a new override is stamped with the endpoints' clock (``TIME``), and
+  later than every record stored or applied by a live process (+ 1 ms), so an
+  operator whose clock is off still supersedes what is stored;
 * pin and ``--for`` expiry: the store script stamps each copy with the
   endpoint's own clock (``stored_at``), and readers measure a record's age on
   that same clock (``TIME``), so every process lapses it at the same moment
@@ -35,6 +36,15 @@ Clock skew. Nothing here compares a record with the reader's own clock alone:
 * heartbeat age: each heartbeat carries its writer's offset to the endpoint's
   clock, so readers compute ages (and liveness) on the endpoint's clock and
   ``status`` can flag a host whose clock is off.
+
+Trust. Whoever can write the keys can store anything there, and every process
+reads the record each interval, so records are untrusted input: size-capped
+(a reason of 500 characters, a record of 8 KiB read with ``GETRANGE``, a
+heartbeat of 16 KiB), validated field by field (finite, bounded, at most
+:data:`~.records.MAX_CLOCK_SKEW` ahead of the endpoint's clock), and a record
+that fails is ignored with a warning, shown by ``status`` and replaced by the
+next action (``override clear`` replaces whatever is there). The Redis ACL on
+``{prefix}:*`` is the trust boundary (docs/operations.md).
 
 Modules: :mod:`.records` (the stored JSON records), :mod:`.plane` (the
 per-engine thread that reads and writes them), :mod:`.fleet` (operator

@@ -1,23 +1,10 @@
 """geofailover for Celery: a failover-aware broker transport and result backend.
 
-Importing this package registers the ``geofailover`` URL scheme with kombu
-(``TRANSPORT_ALIASES``) and Celery (``BACKEND_ALIASES``)::
-
-    import geofailover_celery  # noqa: F401  (in the module that defines the Celery app)
-
-    app.conf.broker_url = "geofailover://us:6379/0?name=us-east&weight=2;geofailover://eu:6379/0?name=eu-west&weight=1"
-    app.conf.result_backend = "geofailover://us:6379/1?name=us-east&weight=2;geofailover://eu:6379/1?name=eu-west&weight=1"
-    app.conf.broker_transport_options = {"visibility_timeout": 300, "geofailover": {"failback_grace_period": 30}}
-
-Without the import, ``broker_transport = "geofailover_celery.transport:Transport"``
-and ``result_backend = "geofailover_celery.backend:GeoFailoverBackend+geofailover://..."``
-work too (and the ``celery.result_backends`` entry point, when installed, makes the
-bare backend URL work).
-
-A thin adapter: the core (:mod:`geofailover_core`) decides where traffic
-goes; :mod:`.transport` and :mod:`.backend` map kombu channels and Celery
-results onto it, :mod:`.signals` turns its events into Celery signals. See
-``docs/celery.md`` for the design and its trade-offs.
+Importing the package registers the ``geofailover`` URL scheme with kombu and
+Celery (or name the classes: ``broker_transport =`` :data:`TRANSPORT`,
+``result_backend = BACKEND + "+geofailover://..."``). The core decides where
+traffic goes; this package maps kombu channels and Celery results onto it
+(``docs/celery.md``).
 """
 
 from __future__ import annotations
@@ -44,12 +31,9 @@ def register() -> None:
 
 
 def _rearm_engines_in_child(**_: Any) -> None:
-    """A prefork child starts with the parent's engines and no threads.
-
-    The core re-arms them lazily on first use (``os.register_at_fork``);
-    starting them here, before the first task, means the child's health
-    view is live when it stores its first result.
-    """
+    """The core re-arms a forked child's engines on first use; starting them
+    before the first task makes a prefork child's health view live when it
+    stores its first result."""
     for engine in registry.engines():
         engine.start()
 

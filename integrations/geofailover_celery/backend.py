@@ -1,30 +1,9 @@
 """A Celery result backend that follows the geofailover engine: ``geofailover://``.
 
-It is Celery's :class:`~celery.backends.redis.RedisBackend` on a
-:class:`~geofailover_core.FailoverRedis` client, plus what results need
-across a switch:
-
-* **Writes** (``SETEX`` + ``PUBLISH``) go to the active endpoint; a write
-  that fails because the endpoint died is retried on the new one by the core
-  (and by Celery's ``ensure()`` retry policy).
-* **Reads** fall back: when the active endpoint has no result for a task, or
-  only a non-final state (``STARTED``, ``RETRY``), the other healthy
-  endpoints are asked too and a final state wins. A result stored before a
-  switch is therefore still found after it, as long as its endpoint is up.
-* **Waiting** (``AsyncResult.get()``): the result consumer notices a new
-  engine generation on its next poll (at most about one second, Celery's cap
-  on a pub/sub wait) and runs Celery's own reconnect: re-fetch the pending
-  tasks' states (with the fallback above), then re-subscribe on the new
-  endpoint. Results published while it moved are found by that re-fetch.
-  While it waits it also re-reads the pending results every
-  ``result_refetch_interval`` (1 s): processes switch at slightly different
-  moments, and a worker still on the old endpoint publishes its result
-  where nobody listens any more.
-
-Chords keep their counters (``.j``/``.t``/``.s`` keys) on the endpoint that
-was active when each header task finished: a chord whose header tasks finish
-on both sides of a switch never fires its callback unless the endpoints
-replicate (Active-Active). Groups work: their members are plain results.
+Celery's ``RedisBackend`` on a :class:`~geofailover_core.FailoverRedis`,
+plus what results need across a switch (``docs/celery.md``): a result stored
+before it is still found after it, and a waiting ``AsyncResult.get()``
+follows to the new endpoint.
 """
 
 from __future__ import annotations
@@ -44,7 +23,6 @@ from geofailover_core.masking import mask_text
 from geofailover_core.pool import FailoverConnectionPool
 
 from . import signals
-from .endpoints import endpoint_client, other_endpoints
 from .settings import Resolved, resolve
 
 logger = logging.getLogger("geofailover.celery")
@@ -66,7 +44,7 @@ class GeoResultConsumer(ResultConsumer):  # type: ignore[misc]
 
     def start(self, initial_task_id: str, **kwargs: Any) -> Any:
         self._geo_generation = self.backend.geofailover.generation
-        self._geo_next_refetch = time.monotonic() + self.backend._geo.options["result_refetch_interval"]
+        self._geo_next_refetch = time.monotonic() + self.backend.geo.options["result_refetch_interval"]
         return super().start(initial_task_id, **kwargs)
 
     def _reconnect_pubsub(self) -> None:
@@ -80,28 +58,23 @@ class GeoResultConsumer(ResultConsumer):  # type: ignore[misc]
 
     def _geo_refetch(self) -> None:
         """Re-read the pending results (with fallback reads) every ``result_refetch_interval``."""
-        interval = self.backend._geo.options["result_refetch_interval"]
+        interval = self.backend.geo.options["result_refetch_interval"]
         if not interval or not self.subscribed_to or time.monotonic() < self._geo_next_refetch:
             return
         self._geo_next_refetch = time.monotonic() + interval
         with self.reconnect_on_error(), self._locked():
-            keys = list(self.subscribed_to)
-            for meta in self.backend.mget(keys):
+            for meta in self.backend.mget(list(self.subscribed_to)):
                 if meta:
                     self.on_state_change(self._decode_result(meta), None)
 
     def _geo_follow(self) -> None:
-        """After a switch: Celery's reconnect (catch-up MGET, then re-subscribe).
-
-        Checked by generation rather than by error, because a failback leaves
-        the old endpoint alive: the subscription there stays silent forever.
-        """
-        if self._pubsub is None:
-            return
+        """After a switch, Celery's reconnect (catch-up MGET, then re-subscribe); by generation,
+        not on error: a failback leaves the old endpoint alive, its subscription silent forever."""
         engine = self.backend.geofailover
-        if engine.generation == self._geo_generation:
+        if self._pubsub is None or engine.generation == self._geo_generation:
             return
-        logger.info("geofailover[%s]: result consumer re-subscribing on %s after a switch", engine.name, engine.active)
+        logger.info("geofailover[%s]: result consumer re-subscribing on %s after a switch",
+                    engine.name, engine.active or "no endpoint")
         self._ensure(self._reconnect_pubsub, ())
 
 
@@ -110,11 +83,11 @@ class GeoFailoverBackend(RedisBackend):  # type: ignore[misc]
 
     ResultConsumer = GeoResultConsumer
 
-    _geo: Resolved
+    geo: Resolved
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not hasattr(self, "_geo"):  # Celery calls _params_from_url only when there is a URL
+        if not hasattr(self, "geo"):  # Celery calls _params_from_url only when there is a URL
             raise ConfigurationError(
                 "result_backend", "the geofailover backend was selected without a geofailover:// URL",
                 "write result_backend = 'geofailover://host:port/db?name=...;...' or 'geofailover://NAME'",
@@ -123,42 +96,31 @@ class GeoFailoverBackend(RedisBackend):  # type: ignore[misc]
     def _params_from_url(self, url: str, defaults: dict[str, Any]) -> dict[str, Any]:
         """Celery's URL seam: resolve the engine; keep only connection options for the pool."""
         conf = self.app.conf
-        self._geo = resolve(url, (conf.get("result_backend_transport_options") or {}).get("geofailover"), "backend")
-        signals.bridge(self._geo.engine)
-        params: dict[str, Any] = {}
-        for key, value in defaults.items():
-            if key in _ENDPOINT_KEYS or value is None:
-                continue
-            params[key] = value
+        self.geo = resolve(url, (conf.get("result_backend_transport_options") or {}).get("geofailover"), "backend")
+        signals.bridge(self.geo.engine)
+        known = connection_option_names() - _ENDPOINT_KEYS
+        params = {key: value for key, value in defaults.items() if key in known and value is not None}
         for setting, default in _CELERY_DEFAULTS.items():
-            key = setting.removeprefix("redis_")
             if conf.get(setting) == default:
-                params.pop(key, None)
+                params.pop(setting.removeprefix("redis_"), None)
         if not params.get("retry_on_timeout"):
             params.pop("retry_on_timeout", None)
-        if self.max_connections:
-            params["max_connections"] = self.max_connections
         return params
 
     @property
     def geofailover(self) -> FailoverEngine:
         """The failover engine of the result backend."""
-        return self._geo.engine
+        return self.geo.engine
 
     def _get_pool(self, **params: Any) -> FailoverConnectionPool:
-        known = connection_option_names()
-        max_connections = params.pop("max_connections", None)
-        options = {k: v for k, v in params.items() if k in known}
-        return FailoverConnectionPool(self._geo.engine, max_connections=max_connections, **options)
+        return FailoverConnectionPool(self.geo.engine, max_connections=self.max_connections or None, **params)
 
     def _get_client(self) -> type[FailoverRedis]:
         return FailoverRedis
 
     def as_uri(self, include_password: bool = False) -> str:
         """Every endpoint with its name and weight, passwords masked (banner, log lines)."""
-        return self._geo.as_uri(include_password=include_password)
-
-    # -- reads that look beyond the active endpoint ----------------------------------------
+        return self.geo.as_uri(include_password=include_password)
 
     def get(self, key: Any) -> Any:
         return self.mget([key])[0]
@@ -166,29 +128,22 @@ class GeoFailoverBackend(RedisBackend):  # type: ignore[misc]
     def mget(self, keys: Any) -> list[Any]:
         keys = list(keys)
         values = list(self.client.mget(keys))
-        if not keys or not self._geo.options["fallback_reads"]:
+        if not keys or not self.geo.options["fallback_reads"]:
             return values
         wanted = [i for i, value in enumerate(values) if not self._geo_final(value)]
         if not wanted:
             return values
-        engine = self._geo.engine
-        for name in other_endpoints(engine, engine.active, require_healthy=False):
+        engine = self.geo.engine
+        for ep in engine.eligible_endpoints(exclude=engine.active):
             try:
-                found = endpoint_client(engine, name).mget([keys[i] for i in wanted])
+                found = ep.direct_client(engine.config).mget([keys[i] for i in wanted])
             except Exception as exc:  # noqa: BLE001 - a fallback read is best effort
-                logger.debug("geofailover[%s]: fallback read on %s failed: %s", engine.name, name, mask_text(repr(exc)))
+                logger.debug("geofailover[%s]: fallback read on %s failed: %s", engine.name, ep.name, mask_text(repr(exc)))
                 continue
-            still = []
             for i, value in zip(wanted, found, strict=True):
-                if value is None:
-                    still.append(i)
-                elif values[i] is None or self._geo_final(value):
+                if value is not None and (values[i] is None or self._geo_final(value)):
                     values[i] = value
-                    if not self._geo_final(value):
-                        still.append(i)
-                else:
-                    still.append(i)
-            wanted = still
+            wanted = [i for i in wanted if not self._geo_final(values[i])]
             if not wanted:
                 break
         return values

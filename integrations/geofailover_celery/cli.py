@@ -1,16 +1,12 @@
 """``celery -A proj geofailover status|failover|failback|pin|unpin|check [--json]``.
 
-A Celery CLI plugin (the ``celery.commands`` entry point) that hands the
-app's broker and result-backend engines to the one ``geofailover`` command
-line of the core (:func:`geofailover_core.cli.main`), so subcommands, output
-and exit codes are the same as ``geofailover ...``, ``manage.py geofailover``
-and ``flask geofailover``. Actions go through the core's control plane and so
-reach every worker, beat and producer process of the fleet, not just this one.
+The ``celery.commands`` plugin: the core's one command line
+(:func:`geofailover_core.cli.main`) on the app's broker and backend engines,
+so output and exit codes match ``geofailover ...`` and actions reach the fleet.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import click
@@ -26,13 +22,9 @@ from .transport import Transport
 def app_engines(app: Any) -> list[FailoverEngine]:
     """The failover engines of a Celery app: its broker's, then its result backend's."""
     engines: list[FailoverEngine] = []
-    conn = app.connection_for_write()
-    try:
-        transport = conn.transport
-        if isinstance(transport, Transport):
-            engines.append(transport.engine)
-    finally:
-        conn.release()
+    with app.connection_for_write() as conn:
+        if isinstance(conn.transport, Transport):
+            engines.append(conn.transport.engine)
     backend = app.backend
     if isinstance(backend, GeoFailoverBackend) and all(e is not backend.geofailover for e in engines):
         engines.append(backend.geofailover)
@@ -52,7 +44,4 @@ def geofailover(ctx: click.Context, args: tuple[str, ...]) -> None:
     engines = app_engines(app)
     if not engines:
         raise click.UsageError("neither broker_url nor result_backend of this app uses geofailover://")
-    kwargs: dict[str, Any] = {"engines": engines}
-    if "prog" in inspect.signature(core_cli.main).parameters:
-        kwargs["prog"] = "celery geofailover"
-    ctx.exit(core_cli.main(list(args), **kwargs))
+    ctx.exit(core_cli.main(list(args), engines=engines, prog="celery geofailover"))

@@ -1,28 +1,11 @@
-"""geofailover events as Celery signals.
-
-Connect receivers the Celery way::
-
-    from geofailover_celery import signals
-
-    @signals.failover.connect
-    def page_oncall(sender, event, **kwargs):
-        ...  # sender is the engine name ("celery-broker", "celery-results" or yours)
-
-Every signal is sent with ``sender=<engine name>`` and the keyword
-arguments ``event`` (the core's frozen event dataclass), ``engine``,
-``from_endpoint``, ``to_endpoint``, ``reason`` and ``detail``;
-``health_changed`` also has ``endpoint``, ``old`` and ``new``.
-
-Receivers run on the engine's event dispatcher thread, once per switch and
-per process that uses the engine (a prefork child that stores results has
-its own engine and sends its own signals). Celery's ``Signal.send`` is
-robust: an exception in one receiver is logged and the others still run.
-Do no blocking work there; hand it to your own thread or queue.
+"""geofailover events as Celery signals, sent with ``sender=<engine name>`` and
+``event``, ``engine``, ``from_endpoint``, ``to_endpoint``, ``reason``, ``detail``
+(``health_changed`` also ``endpoint``, ``old``, ``new``) on the engine's event
+thread, once per switch and process. Receivers must not block.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from typing import Any
@@ -31,6 +14,7 @@ from celery.utils.dispatch import Signal  # type: ignore[import-untyped]
 
 from geofailover_core.engine import FailoverEngine
 from geofailover_core.events import GeoEvent, HealthChangedEvent
+from geofailover_core.forking import after_fork_in_child
 
 _ARGS = {"event", "engine", "from_endpoint", "to_endpoint", "reason", "detail"}
 
@@ -40,12 +24,9 @@ health_changed = Signal(name="geofailover_health_changed", providing_args=_ARGS 
 all_down = Signal(name="geofailover_all_down", providing_args=_ARGS)
 recovered = Signal(name="geofailover_recovered", providing_args=_ARGS)
 
+#: Event kind -> signal.
 SIGNALS: dict[str, Signal] = {
-    "failover": failover,
-    "failback": failback,
-    "health_changed": health_changed,
-    "all_down": all_down,
-    "recovered": recovered,
+    signal.name.removeprefix("geofailover_"): signal for signal in (failover, failback, health_changed, all_down, recovered)
 }
 
 _lock = threading.Lock()
@@ -53,12 +34,8 @@ _bridged: weakref.WeakSet[FailoverEngine] = weakref.WeakSet()
 
 
 def bridge(engine: FailoverEngine) -> None:
-    """Relay ``engine``'s events to the signals above (once per engine; idempotent).
-
-    Called by the transport and the result backend when they obtain their
-    engine, so the signals work whichever of them a process uses. The
-    subscription survives ``fork()`` with the engine.
-    """
+    """Relay ``engine``'s events to the signals (once per engine; the subscription
+    survives ``fork()``). Both the transport and the backend call it: a process may use either."""
     with _lock:
         if engine in _bridged:
             return
@@ -81,9 +58,7 @@ def bridge(engine: FailoverEngine) -> None:
     engine.on("*", relay)
 
 
+@after_fork_in_child
 def _after_fork() -> None:
     global _lock
     _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork)

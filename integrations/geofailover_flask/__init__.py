@@ -1,12 +1,10 @@
-"""geofailover for Flask: ``GeoFailover`` extension, Flask-Caching backend,
-signals, ``flask geofailover`` CLI and a readiness blueprint.
+"""geofailover for Flask: ``GeoFailover`` extension, Flask-Caching backend
+(:mod:`geofailover_flask.cache`, imported only by Flask-Caching, so it stays
+optional), signals, ``flask geofailover`` CLI and a readiness blueprint.
 
-A thin adapter: every failover decision is the core's
-(:mod:`geofailover_core`); this package maps Flask idioms (``init_app``,
-``app.config``, ``app.extensions``, blinker signals, ``app.cli``) onto it.
-
-The Flask-Caching backend lives in :mod:`geofailover_flask.cache` and is
-imported only by Flask-Caching (``CACHE_TYPE``), so Flask-Caching stays optional.
+A thin adapter: every failover decision is the core's; this package maps
+Flask idioms (``init_app``, ``app.config``, ``app.extensions``, blinker
+signals, ``app.cli``) onto it.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ GEOFAILOVER_URL = os.environ.get(
 )
 
 GEOFAILOVER = {
-    "health_check_interval": 1.0,
+    "probe_interval": 1.0,
     # Short so the walkthrough shows the failback quickly; use more in production.
     "failback_grace_period": 5.0,
     "app_label": "example-web",
