@@ -20,6 +20,7 @@ from typing import Any
 import django.db
 
 from geofailover_core.adapters import SettingNames, engine_for
+from geofailover_core.asyncio.loops import LoopClients
 from geofailover_core.engine import FailoverEngine
 from geofailover_core.events import GeoEvent
 from geofailover_core.forking import after_fork_in_child
@@ -27,7 +28,6 @@ from geofailover_core.masking import mask_text
 
 from . import signals
 from .conf import CacheSettings, require, where
-from .loops import LoopClients
 
 logger = logging.getLogger("geofailover.django")
 

@@ -23,10 +23,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from geofailover_core.adapters import SettingNames, engine_for, load_config
 from geofailover_core.asyncio import AsyncFailoverRedis
+from geofailover_core.asyncio.loops import LoopClients
 from geofailover_core.engine import FailoverEngine
 from geofailover_core.errors import ConfigurationError
-
-from .loops import LoopClients
 
 _NAMES = SettingNames("CHANNEL_LAYERS[...]['CONFIG']['hosts']", "CHANNEL_LAYERS[...]['CONFIG']['GEOFAILOVER']")
 

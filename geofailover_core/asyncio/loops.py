@@ -1,4 +1,5 @@
-"""One ``AsyncFailoverRedis`` per event loop, for the async cache and the channel layer.
+"""One ``AsyncFailoverRedis`` per event loop, for adapters that serve async code
+(Django's async cache and its Channels layer).
 
 A redis.asyncio pool belongs to the loop that opened its sockets, and Django
 may run a loop per request (an async view under WSGI runs in
@@ -14,8 +15,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from geofailover_core.asyncio import AsyncFailoverConnectionPool, AsyncFailoverRedis
-from geofailover_core.engine import FailoverEngine
+from ..engine import FailoverEngine
+from .client import AsyncFailoverRedis
+from .pool import AsyncFailoverConnectionPool
 
 
 class LoopClients:
