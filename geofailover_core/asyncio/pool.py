@@ -198,6 +198,8 @@ class AsyncFailoverConnectionPool(aconn.ConnectionPool):
                 raise
             if conn._geofailover_gen == engine.generation:
                 conn._geofailover_since = _monotonic()
+                if not engine.stall_watch.armed:
+                    engine.stall_watch.arm()
                 return conn
             await self.release(conn)  # made just before a switch: discarded, not pooled
         raise NoHealthyEndpointError(f"geofailover[{engine.name}]: endpoint kept changing while connecting")
