@@ -113,8 +113,11 @@ class FailoverPoolMixin:
         except BaseException as exc:
             mark_unsent(exc)  # nothing was sent: always safe to retry elsewhere
             raise
-        if conn._geofailover_gen == self._engine.generation:  # every connection here is a ManagedConnection
+        engine = self._engine
+        if conn._geofailover_gen == engine.generation:  # every connection here is a ManagedConnection
             conn._geofailover_since = _monotonic()
+            if not engine.stall_watch.armed:
+                engine.stall_watch.arm()
             return conn
         return self._replace_stale(conn)
 
@@ -153,6 +156,7 @@ class FailoverPoolMixin:
                 raise
             if generation_of(conn) == engine.generation:
                 conn._geofailover_since = _monotonic()
+                engine.stall_watch.arm()
                 return conn
         self.release(conn)  # type: ignore[attr-defined]
         raise NoHealthyEndpointError(f"geofailover[{engine.name}]: endpoint kept changing while connecting")

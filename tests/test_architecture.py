@@ -143,8 +143,12 @@ def test_nothing_outside_the_engine_touches_its_private_state() -> None:
 
 
 def test_adapters_stay_small() -> None:
-    """The adapters map framework idioms onto the engine; failover logic lives in the core."""
-    limits = {"geofailover_django": 1100, "geofailover_celery": 1200, "geofailover_flask": 550}
+    """The adapters map framework idioms onto the engine; failover logic lives in the core.
+
+    The consolidation brought Django to 1099 lines, Celery to 1195 and Flask
+    to 547; Django has since gained the native async cache and the Channels
+    layer (about 240 lines of its own), hence its limit."""
+    limits = {"geofailover_django": 1350, "geofailover_celery": 1200, "geofailover_flask": 550}
     sizes = {
         top: sum(len(p.read_text(encoding="utf-8").splitlines()) for p in PACKAGES[top].rglob("*.py")) for top in limits
     }

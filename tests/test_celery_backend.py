@@ -19,7 +19,10 @@ import geofailover_celery  # noqa: F401 - registers the scheme
 from geofailover_celery.backend import GeoFailoverBackend
 from geofailover_core import registry
 from geofailover_core.testing import RedisServer, wait_until
+from tests import test_celery_support as support
 from tests.test_celery_support import DURABLE, FAST, geo_url, quiesce
+
+celery_env = support.celery_env  # the fixture
 
 _names = itertools.count()
 
@@ -104,6 +107,50 @@ def test_a_result_stored_before_a_switch_is_found_after_it(app: Celery, servers:
     assert app.AsyncResult(uuid.uuid4().hex).state == states.PENDING
 
 
+def _fresh_app(app: Celery, name: str) -> Celery:
+    """Another process's view: the same endpoints, an engine of its own that has never switched."""
+    fresh = Celery(name, set_as_current=False)
+    fresh.conf.result_backend = app.conf.result_backend
+    fresh.conf.result_backend_transport_options = {"geofailover": {**FAST, "name": name}}
+    return fresh
+
+
+def test_a_result_stored_during_an_outage_is_found_by_a_process_started_after_it(
+    app: Celery, servers: list[RedisServer]
+) -> None:
+    """The stand-in mark: b says it holds results, so a process that never saw the switch still looks there."""
+    a, b = servers
+    engine = app.backend.geofailover
+    assert engine.check_now()
+    engine.failover_to("b", reason="drill")
+    on_b = store(app, "written during the outage")
+    engine.failback()
+    later = _fresh_app(app, "started-after-the-outage")
+    try:
+        assert later.backend.geofailover.generation == 0  # read right after start: b need not be probed yet
+        assert later.AsyncResult(on_b).get(timeout=5) == "written during the outage"
+        assert f"celery-task-meta-{on_b}" not in keys_on(a)
+        assert 0 < b.client(db=1).ttl("celery-task-meta-~geofailover:stood-in") <= 600, "the mark expires with the results"
+        assert b.client(db=1).delete("celery-task-meta-~geofailover:stood-in") == 1
+        still = _fresh_app(app, "started-after-the-mark-expired")
+        assert still.AsyncResult(on_b).state == states.PENDING, "no mark, no switch seen: a is asked alone"
+        quiesce(still)
+    finally:
+        quiesce(later)
+
+
+def test_reads_ask_only_the_active_endpoint_while_nothing_has_switched(celery_env: support.CeleryEnv) -> None:
+    """The worker reads a task's state before storing it and the waiting client reads it pending:
+    neither may cost a round trip to the standby when no switch could have put the result there."""
+    env = celery_env
+    env.start_worker("solo")
+    geoapp = env.app()
+    results = [geoapp.record.delay(i) for i in range(20)]
+    assert [r.get(timeout=10) for r in results] == list(range(20))
+    stats = env.b.client().info("commandstats")
+    assert {k: v["calls"] for k, v in stats.items() if k in ("cmdstat_get", "cmdstat_mget")} == {}, stats
+
+
 def _wait_in_thread(result: AsyncResult) -> tuple[threading.Thread, dict[str, Any]]:
     box: dict[str, Any] = {}
 
@@ -156,6 +203,9 @@ def test_a_fallback_read_skips_an_endpoint_that_does_not_answer(
     app: Celery, servers: list[RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     _, b = servers
+    engine = app.backend.geofailover
+    engine.failover_to("b", reason="drill")
+    engine.failback()  # a switch: for fallback_window, a read that misses also asks b
     task_id = store(app, "on a")
     b.kill()  # the engine has not probed b yet: a fallback read still tries it
     with caplog.at_level("DEBUG", logger="geofailover.celery"):

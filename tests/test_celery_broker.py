@@ -8,6 +8,7 @@ unacked record is, where an ack went.
 from __future__ import annotations
 
 import itertools
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -177,21 +178,6 @@ def test_unacked_left_on_a_non_active_endpoint_is_redelivered(servers: list[Redi
         assert (unacked(a), unacked(b), queued(b)) == (0, 0, 0)
 
 
-def test_a_message_popped_from_a_dying_endpoint_is_requeued_elsewhere(servers: list[RedisServer]) -> None:
-    a, b = servers
-    with connect(servers) as conn:
-        publish(conn, "in flight")
-        channel = conn.default_channel
-        channel.queue_declare(queue="jobs")
-        raw = channel._get("jobs")  # popped from a, not yet recorded as unacknowledged
-        message = channel.Message(raw, channel=channel)
-        a.kill()  # dies in between
-        with pytest.raises(channel.connection_errors):
-            channel.qos.append(message, message.delivery_tag)
-        assert conn.transport.engine.active == "b"
-        assert queued(b) == 1, "re-queued on the endpoint the engine moved to"
-
-
 def test_all_down_fails_fast_then_recovers(servers: list[RedisServer]) -> None:
     a, b = servers
     with connect(servers) as conn:
@@ -215,23 +201,6 @@ def test_drained_tags_are_marked(servers: list[RedisServer]) -> None:
     assert DRAIN_TAG == "geofailover-drain-"
 
 
-def test_a_message_popped_when_every_endpoint_died_is_reported_loudly(
-    servers: list[RedisServer], caplog: pytest.LogCaptureFixture
-) -> None:
-    a, b = servers
-    with connect(servers) as conn:
-        publish(conn, "in flight")
-        channel = conn.default_channel
-        raw = channel._get("jobs")
-        message = channel.Message(raw, channel=channel)
-        a.kill()
-        b.kill()
-        with caplog.at_level("ERROR", logger="geofailover.celery"), pytest.raises(channel.connection_errors):
-            channel.qos.append(message, message.delivery_tag)
-        assert f"message {message.delivery_tag} was taken from a" in caplog.text
-        assert "could not be re-queued elsewhere" in caplog.text
-
-
 def test_a_failing_drain_round_is_logged_and_consuming_goes_on(
     servers: list[RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -252,21 +221,49 @@ def test_a_failing_drain_round_is_logged_and_consuming_goes_on(
             b.thaw()
 
 
-def test_an_unroutable_unacked_message_is_left_where_it_is(
-    servers: list[RedisServer], caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("bad", ["not json", "unroutable"])
+def test_an_undeliverable_message_is_quarantined_and_draining_goes_on(
+    servers: list[RedisServer], caplog: pytest.LogCaptureFixture, bad: str
 ) -> None:
+    """One bad message must not stop the drain: it goes to the dead-letter hash, once, with one warning."""
     _, b = servers
-    raw = b'[{"body": "x", "headers": {}, "properties": {"delivery_info": {}}}, "no-such-exchange", "rk"]'
     b_client = b.client()
-    b_client.hset("unacked", "orphan-tag", raw)
-    b_client.zadd("unacked_index", {"orphan-tag": 0})
+    if bad == "not json":
+        b_client.lpush("jobs", b"\xff not a kombu message")  # oldest: drained first, in the same batch as the good ones
+    else:
+        raw = b'[{"body": "x", "headers": {}, "properties": {"delivery_info": {}}}, "no-such-exchange", "rk"]'
+        b_client.hset("unacked", "orphan-tag", raw)
+        b_client.zadd("unacked_index", {"orphan-tag": 0})
+    with connect(servers, drain_batch=2) as conn:  # a small batch: a stuck entry would block the ones behind it
+        conn.transport.engine.failover_to("b")
+        for i in range(5):
+            publish(conn, i)
+        conn.transport.engine.failback()
+    with connect(servers, drain_batch=2) as conn, caplog.at_level("WARNING", logger="geofailover.celery"):
+        assert conn.transport.engine.check_now()
+        got = consume(conn, 5, timeout=10)
+        assert sorted(body for body, _ in got) == list(range(5))
+        for _ in range(10):  # more drain rounds: the quarantined message is not warned about again
+            _drain(conn)
+    assert (b_client.hlen("unacked"), b_client.llen("jobs")) == (0, 0)
+    [(tag, kept)] = b_client.hgetall("_geofailover.dead_letter").items()
+    assert (b"not a kombu message" in kept) if bad == "not json" else (tag == b"orphan-tag" and kept == raw)
+    warnings = [r.getMessage() for r in caplog.records if "dead_letter" in r.getMessage()]
+    reason = "cannot be decoded" if bad == "not json" else "have no queue to go to"
+    assert warnings == [f"geofailover[{conn.transport.engine.name}]: 1 message(s) on b {reason}; "
+                        "moved to the hash '_geofailover.dead_letter' there (delivery tag -> message)"]
+    assert "draining failed" not in caplog.text
+
+
+def test_a_message_the_consumer_cannot_decode_is_quarantined(servers: list[RedisServer], caplog: pytest.LogCaptureFixture) -> None:
+    a, _ = servers
     with connect(servers) as conn, caplog.at_level("WARNING", logger="geofailover.celery"):
-        engine = conn.transport.engine
-        with Consumer(conn.default_channel, [QUEUE], callbacks=[lambda body, message: None]):
-            assert engine.check_now()
-            wait_until(lambda: _drain(conn) or "no queue for exchange 'no-such-exchange'" in caplog.text, 5,
-                       message="unroutable message reported")
-    assert b_client.hget("unacked", "orphan-tag") == raw, "kept on b, not dropped"
+        publish(conn, "before")
+        a.client().lpush("jobs", b"{ not json")
+        publish(conn, "after")
+        assert [body for body, _ in consume(conn, 2)] == ["before", "after"]
+    assert unacked(a) == 0 and list(a.client().hvals("_geofailover.dead_letter")) == [b"{ not json"]
+    assert "1 message(s) on a cannot be decoded" in caplog.text
 
 
 def test_a_popped_message_is_recorded_in_the_same_step(servers: list[RedisServer]) -> None:
@@ -376,3 +373,62 @@ def test_a_channel_made_as_every_endpoint_dies_says_no_endpoint(servers: list[Re
         assert engine.active is None
     assert "the engine moved to no endpoint, connecting there" in caplog.text
     assert "None" not in caplog.text
+
+
+def test_connection_info_names_the_endpoint_in_use_without_credentials(
+    redis_server_factory: Callable[..., list[RedisServer]],
+) -> None:
+    """kombu's ``Connection.info()``, ``.hostname``, ``.port`` and ``.host``, as tools log or reuse them."""
+    a, b = redis_server_factory(2, password="s3cret-info-pw")
+    url = f"{geo_url(a, 0, 'a', 2)};{geo_url(b, 0, 'b', 1)}"
+    try:
+        with Connection(url, transport_options={"geofailover": {**FAST, "name": "info-broker"}}) as conn:
+            info = conn.info()
+            assert (info["hostname"], info["port"], info["virtual_host"]) == (a.host, a.port, "0")
+            assert conn.host == f"{a.host}:{a.port}"
+            assert "s3cret" not in repr({k: v for k, v in info.items() if k not in ("alternates", "transport_options")})
+            assert ";".join(info["alternates"]) == url, "the full URL, one endpoint per entry"
+            for copy in (conn.clone(), pickle.loads(pickle.dumps(conn))):  # rebuilt from info(): still every endpoint
+                with copy:
+                    assert copy.default_channel.endpoint == "a" and copy.transport.engine is conn.transport.engine
+            conn.transport.engine.failover_to("b")
+            assert conn.channel().endpoint == "b"
+            assert (conn.info()["hostname"], conn.info()["port"]) == (b.host, b.port)
+    finally:
+        registry.close_all()
+
+
+def test_restore_unacked_after_bounds_redelivery_from_an_endpoint_that_failed(servers: list[RedisServer]) -> None:
+    """kombu redelivers a dead consumer's message after visibility_timeout (here an hour); messages
+    left on an endpoint that failed come back once it answers and they are older than restore_unacked_after."""
+    a, _ = servers
+    options = {"restore_unacked_after": 0.5, "failback_grace_period": 60}  # a stays a standby: the drain has time
+    with connect(servers, {"visibility_timeout": 3600}, **options) as conn:
+        publish(conn, "taken on a")
+        consume(conn, 1, ack=False)
+        conn.default_channel.qos._delivered.clear()  # the consumer dies with its endpoint, nothing restored
+    assert unacked(a) == 1
+    a.kill()
+    a.restart()  # back with its data; the worker that took the message is gone
+    with connect(servers, {"visibility_timeout": 3600}, **options) as conn:
+        engine = conn.transport.engine
+        engine.failover_to("b", reason="a is recovering")
+        got = consume(conn, 1, timeout=10)
+        assert got[0][0] == "taken on a" and got[0][1].delivery_info.get("redelivered")
+        assert (unacked(a), queued(a)) == (0, 0)
+
+
+def test_doorbells_are_only_hints(servers: list[RedisServer]) -> None:
+    """A message without a ring (a plain redis:// producer) is still delivered; stale rings are cleared."""
+    a, _ = servers
+    with Connection(f"redis://{a.host}:{a.port}/0") as plain:
+        Producer(plain.default_channel, exchange=QUEUE.exchange, routing_key="jobs").publish("plain", declare=[QUEUE], serializer="json")
+    bell = a.client()
+    bell.rpush("_geofailover.bell.jobs", *[1] * 5)  # more rings than messages: left by consumers of plain kombu
+    with connect(servers) as conn:
+        assert [body for body, _ in consume(conn, 1)] == ["plain"]
+        with Consumer(conn.default_channel, [QUEUE], callbacks=[lambda body, message: None]):
+            wait_until(lambda: _drain(conn) or not bell.exists("_geofailover.bell.jobs"), 5, message="stale rings cleared")
+    with connect(servers) as conn:  # nobody waits now
+        publish(conn, "rung")
+        assert bell.llen("_geofailover.bell.jobs") == 1, "one ring per publish"

@@ -82,6 +82,21 @@ def test_fleet_failover_and_failback_through_the_celery_command(celery_env: Cele
                10, message="worker consumer back on a")
 
 
+def test_the_command_fires_none_of_the_apps_signals_during_an_outage(celery_env: CeleryEnv) -> None:
+    """The command process only looks: the app's receivers (geoapp relays every signal to the ledger)
+    hear nothing from it, though its engines find the first endpoint dead."""
+    env = celery_env
+    env.options["control_plane"] = True
+    _plugin(env)
+    env.a.kill()
+    for args in (["status"], ["status", "--json"], ["failover", "--to", "b", "--reason", "drill"]):
+        code, out, err = celery_cli(env, *args)
+        assert code in (0, 1, 3), out + err  # 3: no worker reports under this name (none runs here)
+        assert "celery-broker" in out + err, out + err
+    assert "failover to b (configuration 'celery-broker')" in out and "written to b" in out, out
+    assert (env.ledger.lrange("signals", 0, -1), env.ledger.lrange("health", 0, -1)) == ([], [])
+
+
 def test_an_app_without_geofailover_is_refused(celery_env: CeleryEnv) -> None:
     env = celery_env
     _plugin(env)

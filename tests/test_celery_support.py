@@ -66,6 +66,7 @@ app.conf.update(
         "unacked_restore_interval": 1,
         "unacked_restore_throttle": 1,
         "geofailover": {**_opts, "drain_interval": 0.2},
+        **json.loads(os.environ.get("GEO_KOMBU_OPTIONS", "{}")),
     },
     result_backend_transport_options={"geofailover": dict(_opts)},
     broker_connection_retry_on_startup=True,
@@ -106,7 +107,7 @@ def hold(i):
 
 def _relay(kind):
     def receiver(sender, event, **kwargs):
-        ledger.rpush("signals", json.dumps({
+        ledger.rpush("health" if kind == "health_changed" else "signals", json.dumps({
             "pid": os.getpid(), "sender": sender, "kind": kind,
             "from": event.from_endpoint, "to": event.to_endpoint, "at": event.timestamp,
         }))
@@ -115,9 +116,8 @@ def _relay(kind):
 
 RECEIVERS = []
 for _kind, _signal in signals.SIGNALS.items():
-    if _kind != "health_changed":
-        RECEIVERS.append((_signal, _relay(_kind)))
-        _signal.connect(RECEIVERS[-1][1], weak=False)
+    RECEIVERS.append((_signal, _relay(_kind)))
+    _signal.connect(RECEIVERS[-1][1], weak=False)
 
 
 def disconnect():
@@ -140,6 +140,7 @@ class CeleryEnv:
     ledger_server: RedisServer
     directory: Path
     options: dict[str, Any] = field(default_factory=lambda: dict(FAST))
+    kombu_options: dict[str, Any] = field(default_factory=dict)  # top-level broker_transport_options
     workers: list[Worker] = field(default_factory=list)
 
     @property
@@ -162,6 +163,7 @@ class CeleryEnv:
             "GEO_BACKEND": self.backend_url,
             "GEO_LEDGER": self.ledger_server.url,
             "GEO_ENGINE_OPTIONS": json.dumps(self.options),
+            "GEO_KOMBU_OPTIONS": json.dumps(self.kombu_options),
             "GEO_APP_CONF": json.dumps(app_conf or {}),
         }
 
@@ -181,8 +183,9 @@ class CeleryEnv:
         beat.start()
         return beat
 
-    def start_worker(self, pool: str = "solo", *, concurrency: int = 1, name: str = "w1", app_conf: dict[str, Any] | None = None) -> Worker:
-        worker = Worker(self, pool, concurrency, name, app_conf)
+    def start_worker(self, pool: str = "solo", *, concurrency: int = 1, name: str = "w1", app_conf: dict[str, Any] | None = None,
+                     queues: str | None = None) -> Worker:
+        worker = Worker(self, pool, concurrency, name, app_conf, queues=queues)
         self.workers.append(worker)
         worker.start()
         return worker
@@ -202,6 +205,7 @@ class Worker:
     name: str
     app_conf: dict[str, Any] | None
     kind: str = "worker"
+    queues: str | None = None  # -Q
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -222,7 +226,7 @@ class Worker:
             argv = [
                 sys.executable, "-m", "celery", "-A", "geoapp", "worker", f"--pool={self.pool}",
                 f"--concurrency={self.concurrency}", "--without-gossip", "--without-mingle", "--without-heartbeat",
-                "-n", f"{self.name}@%h", "--loglevel=INFO",
+                "-n", f"{self.name}@%h", "--loglevel=INFO", *(["-Q", self.queues] if self.queues else []),
             ]  # fmt: skip
             ready = " ready."
         environ = self.env.environ(self.app_conf)

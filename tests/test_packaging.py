@@ -11,7 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize(("package", "hidden", "extra"), [("geofailover_flask", "blinker", "flask"), ("geofailover_flask", "flask", "flask")])
+@pytest.mark.parametrize(
+    ("package", "hidden", "extra"),
+    [("geofailover_flask", "blinker", "flask"), ("geofailover_flask", "flask", "flask"),
+     ("geofailover_celery", "celery", "celery"), ("geofailover_celery", "kombu", "celery")],
+)
 def test_an_adapter_without_its_extra_names_the_extra(package: str, hidden: str, extra: str) -> None:
     code = f"import sys; sys.modules[{hidden!r}] = None\nimport {package}"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)

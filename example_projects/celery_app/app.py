@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from geofailover_celery import signals
 
 PRIMARY = os.environ.get("GEO_PRIMARY", "127.0.0.1:6379")
 SECONDARY = os.environ.get("GEO_SECONDARY", "127.0.0.1:6380")
-RUNS_LOG = Path(os.environ.get("GEO_RUNS_LOG", Path(__file__).with_name("runs.log")))
+# Where the worker notes each run (outside the source tree; producer.py reads it).
+RUNS_LOG = Path(os.environ.get("GEO_RUNS_LOG", Path(tempfile.gettempdir()) / "geofailover-celery-example-runs.log"))
 FAST = bool(os.environ.get("GEO_FAST"))  # the smoke test's tight timings
 
 
@@ -61,10 +63,10 @@ log = logging.getLogger("example")
 
 
 @app.task
-def work(i: int) -> int:
-    """Record the run (one line per execution, duplicates included) and return i * 2."""
+def work(i: int, run: str = "") -> int:
+    """Record the run (one line per execution, duplicates included, tagged with the producer's run) and return i * 2."""
     with RUNS_LOG.open("a") as runs:
-        runs.write(f"{i}\n")
+        runs.write(f"{run} {i}\n")
     return i * 2
 
 

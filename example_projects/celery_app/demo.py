@@ -50,7 +50,8 @@ def main() -> int:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "app", "worker", f"--pool={args.pool}", "--concurrency=2",
                  "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO"],
-                cwd=HERE, env={**os.environ, "PYTHONPATH": str(HERE)}, stdout=log, stderr=subprocess.STDOUT,
+                cwd=HERE, env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))},
+                stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         wait_until(lambda: " ready." in log_path.read_text(errors="replace"), 30, interval=0.05, message="worker ready")

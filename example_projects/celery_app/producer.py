@@ -3,7 +3,8 @@
     python producer.py --count 300 --rate 50
 
 Kill the primary Redis while it runs (and start it again later): every task
-still completes. The runs log (one line per execution) shows duplicates.
+still completes. The runs log (one line per execution, outside the source tree;
+``GEO_RUNS_LOG`` to choose it) shows duplicates; each run counts only its own tasks.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
 from app import RUNS_LOG, app, work
+
+RUN = uuid.uuid4().hex[:12]  # this run's tasks are told apart from an earlier run's in the runs log
 
 
 def send(count: int, rate: float, on_progress: Any = None) -> list[Any]:
@@ -22,7 +26,7 @@ def send(count: int, rate: float, on_progress: Any = None) -> list[Any]:
     results = []
     start = time.monotonic()
     for i in range(count):
-        results.append(work.delay(i))
+        results.append(work.delay(i, RUN))
         if on_progress is not None:
             on_progress(i)
         delay = start + (i + 1) / rate - time.monotonic()
@@ -41,7 +45,8 @@ def report(count: int, results: list[Any], timeout: float) -> int:
             done += 1
         except Exception as exc:  # noqa: BLE001 - counted and reported
             print(f"task {result.id}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    runs = Counter(int(line) for line in RUNS_LOG.read_text().split()) if RUNS_LOG.exists() else Counter()
+    lines = RUNS_LOG.read_text().splitlines() if RUNS_LOG.exists() else []
+    runs = Counter(int(i) for run, _, i in (line.partition(" ") for line in lines) if run == RUN)
     duplicates = sum(n - 1 for n in runs.values() if n > 1)
     lost = count - sum(1 for i in range(count) if runs[i])
     broker = app.connection_for_write().transport.engine

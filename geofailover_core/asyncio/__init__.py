@@ -8,7 +8,8 @@ Not imported by ``geofailover_core`` itself: import it where you need it
 from __future__ import annotations
 
 from .client import AsyncFailoverPipeline, AsyncFailoverRedis
+from .loops import LoopClients
 from .pool import AsyncFailoverConnectionPool
 from .pubsub import AsyncFailoverPubSub
 
-__all__ = ["AsyncFailoverConnectionPool", "AsyncFailoverPipeline", "AsyncFailoverPubSub", "AsyncFailoverRedis"]
+__all__ = ["AsyncFailoverConnectionPool", "AsyncFailoverPipeline", "AsyncFailoverPubSub", "AsyncFailoverRedis", "LoopClients"]

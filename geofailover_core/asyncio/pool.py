@@ -53,6 +53,7 @@ class AsyncManagedConnection:
     _geofailover_since: float = 0.0
     _geofailover_loop: asyncio.AbstractEventLoop | None = None
     is_connected: bool
+    socket_timeout: float | None
 
     async def connect(self) -> None:
         if self.is_connected:
@@ -63,6 +64,21 @@ class AsyncManagedConnection:
             stamp_generation(exc, self._geofailover_gen)
             mark_unsent(exc)
             raise
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        timeout = self.socket_timeout
+        if not timeout:
+            return await super().send_packed_command(command, check_health)  # type: ignore[misc,no-any-return]
+        # redis-py bounds a send with asyncio.wait_for, a new Task per command on
+        # Python 3.11; asyncio.timeout bounds it the same way without one.
+        self.socket_timeout = None
+        try:
+            async with asyncio.timeout(timeout):
+                await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except TimeoutError:  # the send was cancelled, and redis-py disconnected
+            raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = timeout
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -182,6 +198,8 @@ class AsyncFailoverConnectionPool(aconn.ConnectionPool):
                 raise
             if conn._geofailover_gen == engine.generation:
                 conn._geofailover_since = _monotonic()
+                if not engine.stall_watch.armed:
+                    engine.stall_watch.arm()
                 return conn
             await self.release(conn)  # made just before a switch: discarded, not pooled
         raise NoHealthyEndpointError(f"geofailover[{engine.name}]: endpoint kept changing while connecting")

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.app import backends as _celery_backends  # type: ignore[import-untyped]
-from celery.signals import worker_process_init  # type: ignore[import-untyped]
-from kombu import transport as _kombu_transports
+from geofailover_core.extras import require
 
-from geofailover_core import registry
+require("geofailover_celery", "celery", "celery", "kombu")
 
-from . import signals
-from .settings import ADAPTER_DEFAULTS, SCHEME
+from celery.app import backends as _celery_backends  # type: ignore[import-untyped]  # noqa: E402
+from celery.signals import worker_process_init  # type: ignore[import-untyped]  # noqa: E402
+from kombu import transport as _kombu_transports  # noqa: E402
+
+from geofailover_core import registry  # noqa: E402
+
+from . import signals  # noqa: E402
+from .settings import ADAPTER_DEFAULTS, SCHEME  # noqa: E402
 
 TRANSPORT = "geofailover_celery.transport:Transport"
 BACKEND = "geofailover_celery.backend:GeoFailoverBackend"

@@ -8,15 +8,19 @@ follows to the new endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
 from typing import Any
 
+import redis
 from celery import states  # type: ignore[import-untyped]
 from celery.backends.redis import RedisBackend, ResultConsumer  # type: ignore[import-untyped]
 
 from geofailover_core.client import FailoverRedis
 from geofailover_core.config import connection_option_names
+from geofailover_core.endpoint import EndpointState
 from geofailover_core.engine import FailoverEngine
 from geofailover_core.errors import ConfigurationError
 from geofailover_core.masking import mask_text
@@ -63,7 +67,7 @@ class GeoResultConsumer(ResultConsumer):  # type: ignore[misc]
             return
         self._geo_next_refetch = time.monotonic() + interval
         with self.reconnect_on_error(), self._locked():
-            for meta in self.backend.mget(list(self.subscribed_to)):
+            for meta in self.backend.mget(list(self.subscribed_to), everywhere=True):
                 if meta:
                     self.on_state_change(self._decode_result(meta), None)
 
@@ -84,6 +88,9 @@ class GeoFailoverBackend(RedisBackend):  # type: ignore[misc]
     ResultConsumer = GeoResultConsumer
 
     geo: Resolved
+    _geo_switch_seen = (0, -math.inf)  # (generation, monotonic time this backend first saw it)
+    _geo_stood_in = False  # another endpoint carries the stand-in mark (at the last look)
+    _geo_next_look = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,13 +129,48 @@ class GeoFailoverBackend(RedisBackend):  # type: ignore[misc]
         """Every endpoint with its name and weight, passwords masked (banner, log lines)."""
         return self.geo.as_uri(include_password=include_password)
 
+    @property
+    def _geo_mark(self) -> bytes:
+        return self.get_key_for_task("~geofailover:stood-in")  # type: ignore[no-any-return]
+
+    def _set(self, key: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Celery's write; while the active endpoint stands in for a preferred one, it is marked so
+        that readers anywhere look there (:meth:`_geo_elsewhere`) for as long as results live."""
+        super()._set(key, value, *args, **kwargs)
+        engine = self.geo.engine
+        if self.geo.options["fallback_reads"] and engine.active != engine.ranked()[0].name:
+            self.client.set(self._geo_mark, 1, ex=self.expires)
+
+    def _geo_elsewhere(self) -> bool:
+        """Could a switch have left a result on another endpoint? Only then does a read that misses
+        ask them: the active endpoint is not the preferred one, this process saw a switch in the
+        last ``fallback_window``, or another endpoint stood in (its mark is looked for every 5 s)."""
+        engine = self.geo.engine
+        active, generation = engine.routing
+        now = time.monotonic()
+        if generation != self._geo_switch_seen[0]:
+            self._geo_switch_seen = (generation, now)
+        if active is not engine.ranked()[0] or now - self._geo_switch_seen[1] < self.geo.options["fallback_window"]:
+            return True
+        if now >= self._geo_next_look:
+            self._geo_next_look = now + 5.0
+            self._geo_stood_in = any(self._geo_marked(ep) for ep in engine.eligible_endpoints(exclude=engine.active))
+        return self._geo_stood_in
+
+    def _geo_marked(self, ep: EndpointState) -> bool:
+        with contextlib.suppress(redis.RedisError, OSError):  # not known: looked for again at the next look
+            return bool(ep.probe_client(self.geo.engine.config).exists(self._geo_mark))
+        return False
+
     def get(self, key: Any) -> Any:
         return self.mget([key])[0]
 
-    def mget(self, keys: Any) -> list[Any]:
+    def mget(self, keys: Any, everywhere: bool = False) -> list[Any]:
+        """Celery's read; a task that is not final here is looked for on the other endpoints when
+        :meth:`_geo_elsewhere` (or ``everywhere``, the waiting consumer's periodic re-read) says so."""
         keys = list(keys)
         values = list(self.client.mget(keys))
-        if not keys or not self.geo.options["fallback_reads"]:
+        if not keys or not self.geo.options["fallback_reads"] or not (everywhere or self._geo_elsewhere()):
             return values
         wanted = [i for i, value in enumerate(values) if not self._geo_final(value)]
         if not wanted:
@@ -150,10 +192,8 @@ class GeoFailoverBackend(RedisBackend):  # type: ignore[misc]
 
     def _geo_final(self, value: Any) -> bool:
         """Whether a stored task meta is in a final state (SUCCESS, FAILURE, REVOKED)."""
-        if value is None:
-            return False
         try:
-            meta = self.decode_result(value)
+            meta = None if value is None else self.decode_result(value)
         except Exception:  # noqa: BLE001 - not a task meta (a group or chord key): take it as found
             return True
         return isinstance(meta, dict) and meta.get("status") in states.READY_STATES

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
-
-from kombu.transport import redis as kombu_redis
 
 from geofailover_core.connection import PinnedConnection, endpoint_params, managed_class
 from geofailover_core.errors import GeoFailoverError
 
 from .qos import GeoQoS
-from .reliable_pop import ReliablePop
+from .reliable_pop import BELL, ReliableChannel
 
 if TYPE_CHECKING:
     from .settings import Resolved
@@ -41,21 +40,11 @@ class EndpointSwitched(GeoFailoverError):
 
 class ChannelConnection(PinnedConnection):
     """A channel's socket; its errors feed the engine (see :class:`PinnedConnection`).
-    ``on_disconnect`` marks the one a consumer waits on: kombu's hook takes it off the
-    poller, and it learns its id, so that a wait can be released (``CLIENT UNBLOCK``)."""
-
-    client_id: int | None = None
+    ``on_disconnect`` marks the one a consumer waits on: kombu's hook takes it off the poller."""
 
     def __init__(self, *args: Any, on_disconnect: Callable[[Any], None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_disconnect = on_disconnect
-
-    def on_connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
-        result = super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
-        if self.on_disconnect is not None:
-            self.send_command("CLIENT", "ID", check_health=False)  # type: ignore[attr-defined]
-            self.client_id = int(self.read_response())
-        return result
 
     def disconnect(self, *args: Any, **kwargs: Any) -> None:
         super().disconnect(*args, **kwargs)  # type: ignore[misc]
@@ -63,18 +52,16 @@ class ChannelConnection(PinnedConnection):
             self.on_disconnect(self)
 
 
-class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
+class GeoChannel(ReliableChannel):
     """A redis channel pinned to the endpoint that was active when it was made."""
 
     QoS = GeoQoS
 
-    connection_errors: tuple[type[BaseException], ...]
-    _in_poll: Any  # kombu: False, None or the connection a wait is pending on
-
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         self.geo: Resolved = connection.geo
         self.endpoint = self._pin()
-        self.reliable = ReliablePop(self, bool(self.geo.options["reliable_pop"]))
+        connection.show(self.endpoint)
+        self.reliable = bool(self.geo.options["reliable_pop"])
         super().__init__(connection, **kwargs)
         if not connection.announced:
             connection.announced = True
@@ -140,6 +127,7 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
         if self._qos is not None and self._qos._delivered:
             return False
         old, self.endpoint = self.endpoint, self._pin()  # raises (a connection error) when no endpoint is healthy
+        self.connection.show(self.endpoint)
         self._disconnect_pools()
         self._close_clients()
         for attr in ("client", "subclient", "_refresh_binding", "_sweep_bindings"):
@@ -153,48 +141,34 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
                     self.geo.engine.name, old, self.endpoint, len(bindings))
         return True
 
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish, then a ring of the queue's doorbell (:mod:`.reliable_pop`), in one round trip."""
+        batch = kwargs.pop("_publish_batch", None)  # kombu's batched publish: the ring joins the batch
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            add = batch.add if batch is not None else lambda cmd, *args: getattr(pipe, cmd)(*args)
+            super()._put(queue, message, _publish_batch=SimpleNamespace(add=add))
+            if self.reliable:
+                add("lpush", BELL + queue, 1)
+            pipe.execute()
+
+    def _do_restore_message(self, payload: Any, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False) -> None:
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        for queue in self._lookup(exchange, routing_key) if self.reliable else ():
+            pipe.lpush(BELL + queue, 1)
+
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         self._check()
-        self.reliable.acks[queue] = not no_ack
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         self._check()
-        self.reliable.recording_get = not no_ack
-        try:
-            return super().basic_get(queue, no_ack, **kwargs)
-        finally:
-            self.reliable.recording_get = False
-
-    def _brpop_start(self, timeout: float | None = None) -> None:
-        if not self.reliable.enabled:
-            return super()._brpop_start(timeout)  # type: ignore[no-any-return]
-        self.reliable.start_wait(timeout)
-        return None
-
-    def _brpop_read(self, **options: Any) -> bool:
-        if not self.reliable.enabled:
-            return super()._brpop_read(**options)  # type: ignore[no-any-return]
-        return self.reliable.read_wait(**options)
-
-    def _poll_error(self, type: str, **options: Any) -> Any:
-        if type == "BRPOP" and self.reliable.enabled:
-            return self.client.parse_response(self.client.connection, "BLMOVE")
-        return super()._poll_error(type, **options)
-
-    def _get(self, queue: str, timeout: Any = None) -> Any:
-        if not (self.reliable.enabled and self.reliable.recording_get):
-            return super()._get(queue)
-        return self.reliable.get(queue)
+        return super().basic_get(queue, no_ack, **kwargs)
 
     def close(self) -> None:
-        if not self.closed and self.reliable.enabled:
-            self._drop_wait()  # it carries no message (the pop script takes them): no need to read its reply
-        if not self.closed and self.stale():
-            if not self.geo.engine.endpoint(self.endpoint).answering():
-                self._abandon()
-            elif self._in_poll:
-                self._unblock()
+        if not self.closed and self.reliable:
+            self._drop_wait()  # a doorbell at most (the pop script takes messages): no need to read it
+        if not self.closed and self.stale() and not self.geo.engine.endpoint(self.endpoint).answering():
+            self._abandon()
         super().close()
 
     def _abandon(self) -> None:
@@ -205,7 +179,7 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
         logger.log(
             logging.INFO if pending else logging.DEBUG,
             "geofailover[%s]: closing the channel on failed endpoint %s without waiting on it; "
-            "its %d unacknowledged message(s) are redelivered after visibility_timeout once it is back",
+            "its %d unacknowledged message(s) are redelivered once it is back (visibility_timeout, restore_unacked_after)",
             self.geo.engine.name, self.endpoint, pending,
         )
         self._drop_wait()
@@ -216,15 +190,3 @@ class GeoChannel(kombu_redis.Channel):  # type: ignore[misc]
         connection, self._in_poll = self._in_poll, None
         if connection:
             connection.disconnect()
-
-    def _unblock(self) -> None:
-        """Make a pending BRPOP on an old endpoint that still answers reply now: kombu's
-        ``close()`` reads that reply, which would delay the reconnect by up to its timeout."""
-        client_id = getattr(self._in_poll, "client_id", None)
-        if client_id is None:
-            return
-        engine = self.geo.engine
-        try:
-            engine.endpoint(self.endpoint).direct_client(engine.config).client_unblock(client_id)
-        except Exception as exc:  # noqa: BLE001 - the old endpoint may be down: then the read fails fast anyway
-            logger.debug("geofailover: CLIENT UNBLOCK on %s failed: %r", self.endpoint, exc)

@@ -1,4 +1,4 @@
-"""Messages in flight when a channel's endpoint fails or the channel moves."""
+"""Messages in flight when a channel's endpoint fails or the channel moves, and messages that cannot be delivered."""
 
 # mypy: disallow-untyped-calls=False
 
@@ -13,35 +13,30 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual_base
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import dumps
-
-from geofailover_core.masking import mask_text
 
 if TYPE_CHECKING:
     from .channel import GeoChannel
+    from .reliable_pop import ReliableChannel
 
 logger = logging.getLogger("geofailover.celery")
+
+#: Messages that cannot be delivered (not decodable, or no queue to route them to) are
+#: moved out of the unacked records into this hash, on the endpoint where they were found.
+DEAD_LETTER = "_geofailover.dead_letter"
 
 
 class GeoQoS(kombu_redis.QoS):  # type: ignore[misc]
     """kombu's redis QoS: a message the pop script took is already recorded on the
-    server; one plain BRPOP took from an endpoint that died before its record
-    was written is re-queued where the engine moved (:func:`rescue`); a planned
-    move leaves running ``acks_late`` tasks to ack on their own endpoint."""
+    server; a planned move leaves running ``acks_late`` tasks to ack on their own endpoint."""
 
     channel: GeoChannel
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        recorded = self.channel.reliable.recorded
+        recorded = self.channel.recorded
         if delivery_tag in recorded:
             recorded.discard(delivery_tag)
-            virtual_base.QoS.append(self, message, delivery_tag)
-            return
-        try:
-            super().append(message, delivery_tag)
-        except self.channel.connection_errors as exc:
-            rescue(self.channel, message, exc)
-            raise
+            return virtual_base.QoS.append(self, message, delivery_tag)  # type: ignore[no-any-return]
+        return super().append(message, delivery_tag)  # type: ignore[no-any-return]
 
     def restore_unacked(self, client: Any = None) -> None:
         if keep := running_acks_late(self.channel, self._delivered):
@@ -74,41 +69,23 @@ def running_acks_late(channel: GeoChannel, delivered: Iterable[str]) -> set[str]
     return keep
 
 
-def rescue(channel: GeoChannel, message: Any, exc: BaseException) -> None:
-    """Re-queue on the active endpoint a message whose unacked record could not be written."""
-    engine = channel.geo.engine
-    info = message.delivery_info or {}
-    try:
-        active, generation = engine.routing
-        if active is not None and active.name == channel.endpoint:
-            engine.confirm(generation)  # the failure is reported: let the engine move before choosing
-        target, _ = engine.route()
-        client = target.direct_client(engine.config)
-        queues = _lookup_on(channel, client, info.get("exchange") or "", info.get("routing_key") or "")
-        if not queues:
-            raise LookupError(f"no queue bound to exchange {info.get('exchange')!r} on {target.name}")
-        priority = channel._get_message_priority(message._raw, reverse=False)
-        with client.pipeline() as pipe:
-            for queue in queues:
-                pipe.rpush(channel.global_keyprefix + channel._q_for_pri(queue, priority), dumps(message._raw))
-            pipe.execute()
-    except Exception as err:  # noqa: BLE001 - logged loudly, then the original error propagates
-        logger.error(
-            "geofailover[%s]: message %s was taken from %s, which failed before it could be recorded (%s), "
-            "and could not be re-queued elsewhere (%s); it runs again only if its producer re-sends it",
-            engine.name, message.delivery_tag, channel.endpoint, mask_text(str(exc)), mask_text(f"{type(err).__name__}: {err}"),
-        )
-        return
-    logger.warning("geofailover[%s]: message %s was taken from %s, which failed before it could be recorded (%s); re-queued on %s",
-                   engine.name, message.delivery_tag, channel.endpoint, mask_text(str(exc)), target.name)
-
-
-def _lookup_on(channel: GeoChannel, client: redis.Redis, exchange: str, routing_key: str) -> list[str]:
-    """kombu's ``_lookup`` on ``client``'s endpoint, or on this process's bindings if none are there yet."""
+def lookup_on(channel: GeoChannel, client: redis.Redis, exchange: str, routing_key: str) -> list[str]:
+    """kombu's ``_lookup`` on ``client``'s endpoint (where a message was taken), or on this process's bindings."""
     if not exchange:
         return [routing_key] if routing_key else []
     members = client.smembers(channel.global_keyprefix + channel.keyprefix_queue % exchange)
-    table = [tuple(bytes_to_str(value).split(channel.sep)) for value in members]
-    if not table:
-        table = list(channel.state.exchanges.get(exchange, {}).get("table") or [])
+    table = [tuple(bytes_to_str(v).split(channel.sep)) for v in members] or channel.state.exchanges.get(exchange, {}).get("table") or []
     return sorted(channel.typeof(exchange).lookup(table, exchange, routing_key, None) or [])
+
+
+def quarantine(channel: ReliableChannel, client: redis.Redis, entries: dict[str, bytes], reason: str, where: str) -> None:
+    """Move undeliverable entries out of the unacked records of ``client``'s endpoint into
+    :data:`DEAD_LETTER` there (tag -> the message as found), with one warning that counts them."""
+    prefix = channel.global_keyprefix
+    with client.pipeline() as pipe:
+        pipe.hset(prefix + DEAD_LETTER, mapping=entries)  # type: ignore[arg-type]
+        pipe.zrem(prefix + channel.unacked_index_key, *entries)
+        pipe.hdel(prefix + channel.unacked_key, *entries)
+        pipe.execute()
+    logger.warning("geofailover[%s]: %d message(s) on %s %s; moved to the hash %r there (delivery tag -> message)",
+                   channel.geo.engine.name, len(entries), where, reason, prefix + DEAD_LETTER)

@@ -13,18 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from geofailover_core.adapters import (
-    SettingNames,
-    Validator,
-    check_bool,
-    check_count,
-    check_seconds,
-    engine_for,
-    load_config,
-    options_dict,
-    pop_options,
-    split_endpoints,
-)
+from geofailover_core import adapters
 from geofailover_core.config import FailoverConfig
 from geofailover_core.engine import FailoverEngine
 from geofailover_core.errors import ConfigurationError
@@ -43,14 +32,16 @@ _CHUNK_SCHEMES = {
 _BACK = {"redis": "geofailover", "rediss": "geofailover+rediss", "unix": "geofailover+unix"}
 
 #: The adapter's own options (in the ``"geofailover"`` dict): default and validator (``docs/celery.md``).
-OPTIONS: dict[str, tuple[Any, Validator]] = {
-    "drain": (True, check_bool),
-    "drain_interval": (1.0, check_seconds),
-    "drain_batch": (500, functools.partial(check_count, example=500)),
-    "reliable_pop": (True, check_bool),
-    "switch_check_interval": (0.1, check_seconds),
-    "fallback_reads": (True, check_bool),
-    "result_refetch_interval": (1.0, functools.partial(check_seconds, zero_ok=True)),
+OPTIONS: dict[str, tuple[Any, adapters.Validator]] = {
+    "drain": (True, adapters.check_bool),
+    "drain_interval": (1.0, adapters.check_seconds),
+    "drain_batch": (500, functools.partial(adapters.check_count, example=500)),
+    "reliable_pop": (True, adapters.check_bool),
+    "switch_check_interval": (0.1, adapters.check_seconds),
+    "restore_unacked_after": (None, lambda value, setting: None if value is None else adapters.check_seconds(value, setting, example="300")),
+    "fallback_reads": (True, adapters.check_bool),
+    "fallback_window": (60.0, functools.partial(adapters.check_seconds, zero_ok=True, example="60")),
+    "result_refetch_interval": (1.0, functools.partial(adapters.check_seconds, zero_ok=True)),
 }
 ADAPTER_DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in OPTIONS.items()}
 
@@ -95,27 +86,27 @@ def endpoint_url(chunk: str, setting: str, index: int) -> str:
 def resolve(url: str | list[str] | tuple[str, ...] | None, raw_options: Any, role: Role) -> Resolved:
     """Build (or find) the engine that ``url`` and the ``"geofailover"`` options describe."""
     url_setting, options_setting, default_name = _ROLE_NAMES[role]
-    names = SettingNames(url_setting, options_setting)
-    chunks = split_endpoints(url, url_setting)
+    names = adapters.SettingNames(url_setting, options_setting)
+    chunks = adapters.split_endpoints(url, url_setting)
     if not chunks:
         raise ConfigurationError(url_setting, "empty", "write geofailover://host:port/db?name=...;... or geofailover://NAME")
-    data = options_dict(raw_options, options_setting)
-    options = pop_options(data, OPTIONS, names.option)
+    data = adapters.options_dict(raw_options, options_setting)
+    options = adapters.pop_options(data, OPTIONS, names.option)
     defaults = {"name": default_name, "app_label": "celery"}  # how these processes show in `geofailover status`
     name = _named(chunks)
     if name is None:
         endpoints = [endpoint_url(chunk, url_setting, i) for i, chunk in enumerate(chunks)]
-        config = load_config(endpoints, data, names, defaults=defaults)
-        return Resolved(engine_for(config, names), options)
+        config = adapters.load_config(endpoints, data, names, defaults=defaults)
+        return Resolved(adapters.engine_for(config, names), options)
     if data.setdefault("name", name) != name:
         raise ConfigurationError(
             names.option("name"), f"{data['name']!r} differs from the name {name!r} in {url_setting}",
             "use the same name in both places, or drop 'name' from the options",
         )
     if "endpoints" in data:
-        names = SettingNames(names.option("endpoints"), options_setting)
-        config = load_config(data.pop("endpoints"), data, names, defaults=defaults)
-        return Resolved(engine_for(config, names), options)
+        names = adapters.SettingNames(names.option("endpoints"), options_setting)
+        config = adapters.load_config(data.pop("endpoints"), data, names, defaults=defaults)
+        return Resolved(adapters.engine_for(config, names), options)
     if len(data) > 1:
         raise ConfigurationError(
             names.option("endpoints"), f"missing for {url_setting} geofailover://{name}",

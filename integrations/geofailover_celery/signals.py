@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any
 
 from celery.utils.dispatch import Signal  # type: ignore[import-untyped]
 
@@ -43,17 +42,11 @@ def bridge(engine: FailoverEngine) -> None:
     ref = weakref.ref(engine)
 
     def relay(event: GeoEvent) -> None:
-        signal = SIGNALS.get(event.kind)
-        current = ref()
-        if signal is None or current is None:
-            return
-        extra: dict[str, Any] = {}
-        if isinstance(event, HealthChangedEvent):
-            extra = {"endpoint": event.endpoint, "old": event.old, "new": event.new}
-        signal.send(
-            sender=current.name, event=event, engine=current, from_endpoint=event.from_endpoint,
-            to_endpoint=event.to_endpoint, reason=event.reason, detail=event.detail, **extra,
-        )
+        signal, current = SIGNALS.get(event.kind), ref()
+        if signal is not None and current is not None:
+            extra = {"endpoint": event.endpoint, "old": event.old, "new": event.new} if isinstance(event, HealthChangedEvent) else {}
+            signal.send(sender=current.name, event=event, engine=current, from_endpoint=event.from_endpoint,
+                        to_endpoint=event.to_endpoint, reason=event.reason, detail=event.detail, **extra)
 
     engine.on("*", relay)
 

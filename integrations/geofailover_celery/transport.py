@@ -18,6 +18,7 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from geofailover_core.connection import endpoint_params
 from geofailover_core.engine import FailoverEngine
 from geofailover_core.masking import mask_text
 
@@ -31,14 +32,8 @@ logger = logging.getLogger("geofailover.celery")
 
 def _ticker(transport: Transport) -> Callable[[], None]:
     """``transport.tick`` for as long as the transport lives (timers must not keep it alive)."""
-    ref = weakref.ref(transport)
-
-    def tick() -> None:
-        current = ref()
-        if current is not None:
-            current.tick()
-
-    return tick
+    ref = weakref.WeakMethod(transport.tick)
+    return lambda: None if (tick := ref()) is None else tick()
 
 
 class GeoPoller(kombu_redis.MultiChannelPoller):  # type: ignore[misc]
@@ -63,11 +58,11 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         self.geo = resolve(client.alt or client.hostname, client.transport_options.get("geofailover"), "broker")
-        # kombu treats a ';' URL as its own failover list and would re-parse the
-        # next chunk on errors (it cannot take our name/weight keys). The
-        # engine decides where to connect, so kombu must not switch URLs.
-        client.cycle = None
+        # kombu would take a ';' URL for its own failover list and switch URLs on errors: the engine decides.
+        # The whole URL stays in Connection.alt (clones and pickles rebuild from it); hostname: see show().
+        client.cycle, client.alt, client.uri_prefix = None, list(client.alt or [client.hostname]), None
         super().__init__(client, **kwargs)
+        self.show(self.geo.engine.active)
         self.cycle = GeoPoller(self)  # type: ignore[assignment]
         self.announced = False  # the first channel logs its endpoint
         self._geo_timer: Any = None
@@ -80,6 +75,14 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
     def engine(self) -> FailoverEngine:
         """The failover engine this transport follows."""
         return self.geo.engine
+
+    def show(self, endpoint: str | None) -> None:
+        """kombu's ``Connection.hostname``, ``port`` and ``virtual_host`` (so ``info()`` and ``host``):
+        the endpoint in use, without credentials."""
+        if endpoint is not None and self.client is not None:
+            _, params = endpoint_params(self.geo.engine.config, endpoint)
+            self.client.hostname, self.client.port = params.get("host") or params.get("path"), params.get("port")
+            self.client.virtual_host = str(params.get("db", 0))
 
     def as_uri(self, uri: str, include_password: bool = False, mask: str = "**") -> str:
         """Every endpoint with its name and weight, passwords masked (banner, log lines)."""

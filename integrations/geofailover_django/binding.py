@@ -12,6 +12,7 @@ once per cache call). No failover decision is taken here.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import django.db
 
 from geofailover_core.adapters import SettingNames, engine_for
+from geofailover_core.asyncio.loops import LoopClients
 from geofailover_core.engine import FailoverEngine
 from geofailover_core.events import GeoEvent
 from geofailover_core.forking import after_fork_in_child
@@ -48,6 +50,7 @@ class CacheBinding:
         self._secrets = tuple(s for ep in settings.config.endpoints for s in ep.secrets)
         self.ignoring = False  # read without the lock on the hot path
         self.ignored = 0
+        self.loops = LoopClients(self.engine, **settings.pool_kwargs)
 
     def engine(self) -> FailoverEngine:
         """The live engine of this alias; a closed one is replaced (tests, shutdown hooks)."""
@@ -101,6 +104,12 @@ class CacheBinding:
             "their defaults until a command succeeds again (logged once per outage)",
             self.label, what,
         )
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """django-redis's ``omit_exception`` calls its cache's ``logger.exception()``
+        once per swallowed error, in its except block: this is that logger."""
+        exc = sys.exc_info()[1]
+        self.note_ignored(exc.__cause__ or exc if exc is not None else None)
 
     def note_success(self) -> None:
         """A cache call succeeded: end the outage, if one was being logged."""

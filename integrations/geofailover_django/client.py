@@ -64,21 +64,11 @@ def _wrap(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def call(self: GeoFailoverClient, *args: Any, **kwargs: Any) -> Any:
-        outermost = self._geo_depth == 0
-        self._geo_depth += 1
         try:
             result = func(self, *args, **kwargs)
-        except ConnectionInterrupted as exc:  # raised by django-redis's own wrapping
-            if outermost:
-                self._geo_failed(exc.__cause__)
-            raise
-        except REDIS_ERRORS as exc:
-            if outermost:
-                self._geo_failed(exc)
+        except REDIS_ERRORS as exc:  # ConnectionInterrupted (django-redis's own) passes through
             raise ConnectionInterrupted(connection=self._clients[0]) from exc
-        finally:
-            self._geo_depth -= 1
-        if outermost and self._geo_binding.ignoring:
+        if self._geo_binding.ignoring and kwargs.get("client") is None:  # django-redis passes client= to a step of another method
             self._geo_binding.note_success()
         return result
 
@@ -114,7 +104,6 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
                 "'geofailover_django.cache.GeoFailoverCache' (or a subclass)"
             )
         self._geo_binding: CacheBinding = binding_of()
-        self._geo_depth = 0
         # The Sentinel client's LOCATION hook: one server, the engine.
         # CONNECTION_FACTORY and REDIS_CLIENT_CLASS were checked with the settings (E008, E009).
         super().__init__([f"{URL_SCHEME}{self._geo_binding.settings.config.name}"], params, backend)
@@ -135,10 +124,6 @@ class GeoFailoverClient(DefaultClient):  # type: ignore[misc]
         return self.get_client(write, tried), 0
 
     # -- error policy ---------------------------------------------------------------------
-
-    def _geo_failed(self, exc: BaseException | None) -> None:
-        if self._backend._ignore_exceptions:
-            self._geo_binding.note_ignored(exc)
 
     def _guard_iterator(self, iterator: Iterator[Any]) -> Iterator[Any]:
         """Iterate; on a Redis error stop (IGNORE_EXCEPTIONS) or raise it as django-redis would."""

@@ -66,6 +66,7 @@ class CacheSettings:
     alias: str | None
     config: FailoverConfig
     client_class: type[Any]  # the other classes and kwargs django-redis reads from OPTIONS itself
+    pool_kwargs: dict[str, Any]  # CONNECTION_POOL_KWARGS, for the async clients' pools
 
 
 def problem(check: str, msg: str, hint: str, at: str | None = None) -> CheckMessage:
@@ -226,7 +227,7 @@ def parse(alias: str | None, location: Any, params: Mapping[str, Any]) -> tuple[
     client_class = classes[0]
     if config is None or not isinstance(client_class, type) or any(p.is_serious() for p in problems):
         return None, problems
-    return CacheSettings(alias, config, client_class), problems
+    return CacheSettings(alias, config, client_class, dicts["CONNECTION_POOL_KWARGS"]), problems
 
 
 def require(alias: str | None, location: Any, params: Mapping[str, Any]) -> CacheSettings:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -194,3 +195,73 @@ def test_gunicorn_preload_workers_fail_over_and_follow_the_fleet_command(core_cl
             proc.kill()
             out, _ = proc.communicate()
     assert "Traceback" not in out, out[-3000:]
+
+
+class Lines:
+    """A subprocess whose output lines are collected as they come (the lobby client prints one JSON object a line)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(argv, cwd=EXAMPLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+        self._reader.start()
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(line.split(" ", 1)[1]) for line in list(self.lines) if line.split(" ", 1)[-1].startswith("{")]
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(5)
+        return "".join(self.lines)
+
+
+def test_asgi_site_keeps_its_websockets_and_async_view_through_a_kill(two: list[RedisServer]) -> None:
+    """The example under daphne, as its README runs it: a listening and a talking
+    WebSocket stay connected while the primary region is SIGKILLed, the lobby's
+    broadcasts carry on through the secondary, and the async view answers there."""
+    pytest.importorskip("daphne")
+    pytest.importorskip("channels_redis")
+    env = example_env(two)
+    port = pick_free_port()
+    server = Lines([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "django_site.asgi:application"], env)
+    url = f"http://127.0.0.1:{port}"
+    started: list[Lines] = [server]
+
+    def visit() -> dict[str, Any]:
+        with urllib.request.urlopen(f"{url}/async/", timeout=3) as response:
+            body: dict[str, Any] = json.loads(response.read())
+            return body
+
+    def texts(client: Lines, region: str) -> list[int]:
+        return [int(m["text"].split("#")[1]) for m in client.messages() if m["type"] == "message" and m["served_by"] == region]
+
+    try:
+        first = wait_until(visit, timeout=20, ignore=(OSError,), message="daphne did not start")
+        assert first["served_by"] == "primary" and visit()["previous_visit"] is not None
+        client = [sys.executable, "lobby_client.py", f"ws://127.0.0.1:{port}/ws/lobby/", "--seconds", "60"]
+        listener = Lines(client, env)
+        started.append(listener)
+        wait_until(lambda: listener.messages(), timeout=10, message="the listener got no welcome")
+        talker = Lines([*client, "--every", "0.05", "--name", "talker"], env)
+        started.append(talker)
+        wait_until(lambda: len(texts(listener, "primary")) >= 10, timeout=10, message="no broadcasts on the primary")
+
+        two[0].kill()
+        wait_until(lambda: len(texts(listener, "secondary")) >= 20, timeout=10, message="broadcasts did not carry on through the secondary")
+        assert visit()["served_by"] == "secondary"
+        sent_last = texts(talker, "secondary")[-1]
+        wait_until(lambda: sent_last in texts(listener, "secondary"), timeout=5, message="the listener fell behind")
+    finally:
+        outputs = [p.stop() for p in reversed(started)]
+    heard = sorted(texts(listener, "primary") + texts(listener, "secondary"))
+    missing = sorted(set(range(heard[0], heard[-1] + 1)) - set(heard))
+    assert len(missing) <= 2, f"more than the messages in flight at the kill were lost: {missing}"  # see docs/django.md
+    assert all(m["type"] != "closed" for m in listener.messages()[:-1]), "a WebSocket was closed during the failover"
+    assert "failed over primary -> secondary" in outputs[-1]
+    assert "Traceback" not in outputs[-1], outputs[-1][-3000:]

@@ -1,4 +1,5 @@
-"""Settings of the geofailover example site: a page-view counter in a failover cache.
+"""Settings of the geofailover example site: a page-view counter in a failover
+cache, an async view and a WebSocket lobby on a failover channel layer.
 
 The two Redis endpoints come from ``GEOFAILOVER_URL`` (complete URLs separated
 by ``;``, each with our ``name`` and ``weight`` query keys). The default is two
@@ -20,6 +21,7 @@ INSTALLED_APPS = [
 MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "django_site.urls"
 WSGI_APPLICATION = "django_site.wsgi.application"
+ASGI_APPLICATION = "django_site.asgi.application"  # daphne django_site.asgi:application
 DATABASES: dict[str, dict[str, str]] = {}  # the example needs no database
 USE_TZ = True
 
@@ -27,6 +29,13 @@ GEOFAILOVER_URL = os.environ.get(
     "GEOFAILOVER_URL",
     "redis://127.0.0.1:6379/0?name=primary&weight=2;redis://127.0.0.1:6380/0?name=secondary&weight=1",
 )
+
+GEOFAILOVER = {
+    "probe_interval": 1.0,
+    # Short so the walkthrough shows the failback quickly; use more in production.
+    "failback_grace_period": 5.0,
+    "app_label": "example-web",
+}
 
 CACHES = {
     "default": {
@@ -37,13 +46,18 @@ CACHES = {
             # A cache should never take the site down: when every region is
             # down, cache calls return their defaults (logged once per outage).
             "IGNORE_EXCEPTIONS": True,
-            "GEOFAILOVER": {
-                "probe_interval": 1.0,
-                # Short so the walkthrough shows the failback quickly; use more in production.
-                "failback_grace_period": 5.0,
-                "app_label": "example-web",
-            },
+            "GEOFAILOVER": GEOFAILOVER,
         },
+    }
+}
+
+# The WebSocket lobby's channel layer: the same endpoints and options under the
+# cache's engine name, so the cache and the layer share one engine (one health
+# monitor, one decision) and `manage.py geofailover` moves both.
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "geofailover_django.channels.GeoFailoverChannelLayer",
+        "CONFIG": {"hosts": GEOFAILOVER_URL, "GEOFAILOVER": {**GEOFAILOVER, "name": "django.default"}},
     }
 }
 

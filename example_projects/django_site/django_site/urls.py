@@ -1,4 +1,4 @@
-"""URLs: the counter page and the readiness probe."""
+"""URLs: the counter page, its async twin and the readiness probe."""
 
 from __future__ import annotations
 
@@ -7,5 +7,6 @@ from pageviews import views
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("async/", views.visit, name="visit"),
     path("geofailover/", include("geofailover_django.urls")),  # /geofailover/health/
 ]
