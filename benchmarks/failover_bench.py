@@ -88,6 +88,23 @@ OURS_TUNED: dict[str, Any] = {
     "failback_grace_period": OURS_SHORT_GRACE,
 }
 
+# "MultiDBClient tuned" (used by fault_matrix.py): redis-py's knobs set to match FailoverRedis's
+# defaults where they mean the same thing (probe every 1 s with a 0.5 s timeout, 1 s socket
+# timeouts, 3 failures open the circuit, traffic returns after 10 s, a failed database is retried after 2 s).
+MULTIDB_TUNED: dict[str, Any] = {
+    "health_check_interval": 1.0,
+    "health_check_probes": 1,
+    "health_check_delay": 0.05,
+    "health_check_timeout": 0.5,
+    "min_num_failures": 3,
+    "auto_fallback_interval": 10.0,
+    "failover_delay": 0.5,
+}
+MULTIDB_TUNED_DATABASE: dict[str, Any] = {
+    "grace_period": 2.0,
+    "client_kwargs": {"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+}
+
 SCENARIOS = ("overhead", "first", "kill", "freeze", "failback")
 
 log = logging.getLogger("failover_bench")
@@ -276,7 +293,7 @@ class ClientSpec:
     key: str
     label: str
     build: Callable[[Server, Server, str], tuple[Any, Callable[[], None]]]
-    """build(a, b, variant) -> (client, close); variant is "default", "failback" or "failback_default"."""
+    """build(a, b, variant) -> (client, close); variant is "default", "failback", "failback_default" or (MultiDB, fault_matrix.py) "tuned"."""
     probe_period: float
     """Period of the client's health checks (0: none). Faults are injected at evenly spread
     phases of it, otherwise every run would hit the same point of the probe schedule and
@@ -290,10 +307,14 @@ def build_plain(a: Server, b: Server, variant: str) -> tuple[Any, Callable[[], N
 
 def multidb_config(a: Server, b: Server, variant: str) -> MultiDbConfig:
     extra: dict[str, Any] = {}
+    database: dict[str, Any] = {}
     if variant == "failback":
         extra["auto_fallback_interval"] = MULTIDB_SHORT_FALLBACK
+    elif variant == "tuned":
+        extra.update(MULTIDB_TUNED)
+        database.update(MULTIDB_TUNED_DATABASE)
     return MultiDbConfig(
-        databases_config=[DatabaseConfig(from_url=a.url, weight=1.0), DatabaseConfig(from_url=b.url, weight=0.5)],
+        databases_config=[DatabaseConfig(from_url=a.url, weight=1.0, **database), DatabaseConfig(from_url=b.url, weight=0.5, **database)],
         **extra,
     )
 
