@@ -28,7 +28,9 @@ class Failure(enum.Enum):
     CONCLUSIVE = 2  # the endpoint is down beyond doubt: open the breaker now
 
 
-_SERVER_STATE_PREFIXES = ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
+# Replies that say the server cannot serve now; UNBLOCKED ends a blocking wait when the
+# server's role changed under it (``REPLICAOF``).
+_SERVER_STATE_PREFIXES = ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "UNBLOCKED")
 _REFUSED = (ConnectionRefusedError, FileNotFoundError)
 _REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENOENT, errno.ENETUNREACH, errno.EHOSTUNREACH})
 
@@ -70,11 +72,22 @@ def classify(exc: BaseException, command: str | None = None) -> Failure:
         return Failure.COUNT
     if isinstance(exc, (rex.ConnectionError, OSError)):
         return Failure.CONCLUSIVE if _refused(exc) else Failure.COUNT
-    if isinstance(exc, (rex.ReadOnlyError, rex.MasterDownError)):
+    if isinstance(exc, rex.ReadOnlyError) or str(exc).startswith(("READONLY", "UNBLOCKED")):
+        # A member that became a replica will refuse every write until an operator acts,
+        # however many reads succeed in between (they would reset a count): leave it now,
+        # as redis-py's Sentinel client does. The refused write was not applied.
+        return Failure.CONCLUSIVE
+    if isinstance(exc, rex.MasterDownError):
         return Failure.COUNT
     if isinstance(exc, rex.ResponseError):
         return Failure.COUNT if str(exc).upper().startswith(_SERVER_STATE_PREFIXES) else Failure.IGNORE
     return Failure.IGNORE
+
+
+def refuses_service(exc: BaseException) -> bool:
+    """True when a reply says the server cannot serve now (a role change, loading, out of
+    memory): a long-lived consumer reconnects on it rather than dying of an error reply."""
+    return isinstance(exc, rex.ResponseError) and (classify(exc) is not Failure.IGNORE or isinstance(exc, rex.OutOfMemoryError))
 
 
 _REJECTION_PREFIXES = {"NOAUTH": "rejects our credentials", "WRONGPASS": "rejects our credentials", "NOPERM": "denies our user this command (ACL)"}

@@ -147,8 +147,9 @@ def test_adapters_stay_small() -> None:
 
     The consolidation brought Django to 1099 lines, Celery to 1195 and Flask
     to 547; Django has since gained the native async cache and the Channels
-    layer (about 240 lines of its own), hence its limit."""
-    limits = {"geofailover_django": 1350, "geofailover_celery": 1200, "geofailover_flask": 550}
+    layer (about 240 lines of its own), hence its limit; Celery has gained
+    the reconnect on a server that refuses service (READONLY, UNBLOCKED, OOM)."""
+    limits = {"geofailover_django": 1350, "geofailover_celery": 1230, "geofailover_flask": 550}
     sizes = {
         top: sum(len(p.read_text(encoding="utf-8").splitlines()) for p in PACKAGES[top].rglob("*.py")) for top in limits
     }

@@ -8,6 +8,7 @@ counts (sent, distinct tasks run, runs, duplicates).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -211,3 +212,45 @@ def test_passwords_stay_out_of_worker_logs_and_banners(celery_env_secret: Celery
     assert ".> transport:   geofailover://:***@" in log
     assert ".> results:     geofailover://:***@" in log
     assert support.SECRET not in log
+
+
+
+@pytest.mark.parametrize("fault", ["replica", "oom"])
+def test_worker_outlives_a_member_that_refuses_service(celery_env: CeleryEnv, fault: str) -> None:
+    """A member that turns replica (its waits end with ``UNBLOCKED``, its writes with
+    ``READONLY``) or runs out of memory: the consumer reconnects instead of the worker dying,
+    and every publish the caller saw accepted runs."""
+    env = celery_env
+    worker = env.start_worker("solo")
+    geoapp = env.app()
+    accepted = [(i, geoapp.record.delay(i)) for i in range(10)]
+    wait_until(lambda: set(env.ran()) >= set(range(10)), 10, interval=0.05, message="first batch ran on a")
+    control = env.a.client()
+    if fault == "replica":
+        env.a.replicaof(SimpleNamespace(host="127.0.0.1", port=1))  # a dead primary: reads work, writes refused
+    else:
+        control.config_set("maxmemory-policy", "noeviction")
+        control.config_set("maxmemory", "1")
+    refused = 0
+    try:
+        for i in range(10, 30):
+            try:
+                accepted.append((i, geoapp.record.delay(i)))
+            except Exception:  # under OOM a refused publish is the caller's to see
+                refused += 1
+        if fault == "replica":
+            assert refused == 0, "READONLY refuses a write unapplied: the publish is retried on b"
+            assert geoapp.app.connection_for_write().transport.engine.active == "b"
+            wait_until(lambda: set(env.ran()) >= set(range(30)), 15, interval=0.05, message="second batch ran on b")
+    finally:
+        if fault == "replica":
+            env.a.replicaof(None)
+        else:
+            control.config_set("maxmemory", "0")
+    accepted += [(i, geoapp.record.delay(i)) for i in range(30, 40)]
+    wanted = {i for i, _ in accepted}
+    wait_until(lambda: set(env.ran()) >= wanted, 20, interval=0.05, message="every accepted task ran")
+    assert [r.get(timeout=10) for _, r in accepted] == [i for i, _ in accepted], "every result retrievable"
+    print(f"[{fault}] accepted={len(accepted)} refused={refused} runs={len(env.ran())}")
+    assert worker.proc is not None and worker.proc.poll() is None, worker.log()[-3000:]
+    assert not worker.lines(r"Unrecoverable error|CRITICAL"), worker.log()[-3000:]

@@ -33,17 +33,16 @@ def test_application_errors_never_count(two, make_client: MakeClient) -> None:
     assert breaker(client)["counters"].get("command_failures", 0) == 0
 
 
-def test_readonly_counts(two, make_client: MakeClient) -> None:
+def test_a_member_that_became_a_replica_is_left_at_the_first_refused_write(two, make_client: MakeClient) -> None:
     two[0].client().replicaof(two[1].host, two[1].port)
-    client = make_client(two, failure_threshold=2)
+    client = make_client(two)  # the default failure threshold: reads in between would reset any count
     wait_until(lambda: two[0].client().info("replication")["master_link_status"] == "up", timeout=5)
-    with pytest.raises(redis.exceptions.ReadOnlyError):
-        client.set("k", 1)
-    # the second READONLY trips the breaker; the write, refused by the
-    # replica and so provably not applied, is re-sent on b
+    assert client.get("k") is None  # reads still work on a replica
+    # READONLY: refused, so provably not applied, and re-sent on b; the caller sees no error
     assert client.set("k", 2)
     assert client.geofailover.active == "b"
     assert breaker(client)["breaker"] == "open"
+    assert two[1].client().get("k") == b"2"
     two[0].client().replicaof("no", "one")
 
 
@@ -100,7 +99,10 @@ def test_consecutive_timeouts_open_the_breaker_but_a_success_resets_the_count(tw
     ("exc", "command", "kind"),
     [
         (redis.exceptions.ResponseError("WRONGTYPE Operation against a key"), "LPUSH", Failure.IGNORE),
-        (redis.exceptions.ResponseError("READONLY You can't write against a read only replica."), "SET", Failure.COUNT),
+        (redis.exceptions.ResponseError("READONLY You can't write against a read only replica."), "SET", Failure.CONCLUSIVE),
+        (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), "SET", Failure.CONCLUSIVE),
+        (redis.exceptions.ResponseError("UNBLOCKED force unblock from blocking operation"), "BRPOP", Failure.CONCLUSIVE),
+        (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "SET", Failure.IGNORE),
         (redis.exceptions.ResponseError("MASTERDOWN Link with MASTER is down"), "GET", Failure.COUNT),
         (redis.exceptions.BusyLoadingError("LOADING"), "GET", Failure.COUNT),
         (redis.exceptions.LockNotOwnedError("not owned"), None, Failure.IGNORE),

@@ -326,9 +326,9 @@ class ControlPlane:
         for i, reply in enumerate(replies):
             if isinstance(reply, Exception) and i not in wrong:
                 error = self._error(ep, reply)
+                hint = f" (check the ACL for keys {self.override_key.rsplit(':', 1)[0]}*)" if isinstance(reply, redis.exceptions.NoPermissionError) else ""
                 self._warn_once(
-                    f"io:{ep.name}", "geofailover[%s]: control-plane command refused by %s: %s (check the ACL for keys %s*)",
-                    self.engine.name, ep.name, error, self.override_key.rsplit(":", 1)[0],
+                    f"io:{ep.name}", "geofailover[%s]: control-plane command refused by %s: %s%s", self.engine.name, ep.name, error, hint,
                 )
                 return Copy(ep.name, error=error)
         self._ok(f"io:{ep.name}")

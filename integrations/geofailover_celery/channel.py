@@ -10,11 +10,15 @@ message without a word). A switch moves producers and reconnects consumers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import redis
+
+from geofailover_core.commands import refuses_service
 from geofailover_core.connection import PinnedConnection, endpoint_params, managed_class
 from geofailover_core.errors import GeoFailoverError
 
@@ -33,7 +37,8 @@ _KOMBU_CONNECTION_OPTIONS = ("socket_timeout", "socket_connect_timeout", "socket
 
 
 class EndpointSwitched(GeoFailoverError):
-    """The endpoint this channel is pinned to is no longer the active one. One of the
+    """The endpoint this channel is pinned to is no longer the active one (or refuses to serve
+    its consumer: a role change, loading, out of memory). One of the
     transport's ``connection_errors``, so that ``ensure()`` and Celery's consumer reconnect;
     not a ``redis.ConnectionError``, which redis-py's own retries would swallow."""
 
@@ -109,6 +114,23 @@ class GeoChannel(ReliableChannel):
         )
         return params
 
+    @contextlib.contextmanager
+    def _served(self, who: str) -> Iterator[None]:
+        """An error reply that says the server cannot serve (``READONLY`` or ``UNBLOCKED`` after a
+        role change, ``OOM``) becomes a connection error: the consumer reconnects instead of ending
+        the worker, and a publish (refused, so not applied) is retried by kombu where the engine points."""
+        try:
+            yield
+        except redis.ResponseError as exc:
+            if not refuses_service(exc):
+                raise
+            raise EndpointSwitched(f"geofailover[{self.geo.engine.name}]: broker endpoint {self.endpoint} "
+                                   f"cannot serve the {who} ({type(exc).__name__}: {exc}); reconnecting") from exc
+
+    def _brpop_read(self, **options: Any) -> bool:
+        with self._served("consumer"):
+            return super()._brpop_read(**options)  # type: ignore[no-any-return]
+
     def _on_wait_disconnect(self, connection: Any) -> None:
         if self._registered:  # only a connection the poller knows can be taken off it
             self._on_connection_disconnect(connection)
@@ -149,7 +171,8 @@ class GeoChannel(ReliableChannel):
             super()._put(queue, message, _publish_batch=SimpleNamespace(add=add))
             if self.reliable:
                 add("lpush", BELL + queue, 1)
-            pipe.execute()
+            with self._served("producer"):
+                pipe.execute()
 
     def _do_restore_message(self, payload: Any, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False) -> None:
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
