@@ -12,6 +12,7 @@ loop through ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..engine import FailoverEngine
 from ..errors import ConfigurationError
 from ..registry import release
 from ..stamps import exec_sent, generation_of, is_unsent, mark_exec_sent, mark_unsent, set_blocking, stamp_generation, was_woken
+from .batch import AutoPipeline
 from .pool import AsyncFailoverConnectionPool, engine_of, recover
 from .pubsub import AsyncFailoverPubSub
 
@@ -106,6 +108,13 @@ class AsyncFailoverRedis(aclient.Redis):
     @property
     def geofailover(self) -> FailoverEngine:
         return self._geofailover_engine
+
+    @functools.cached_property
+    def auto_pipeline(self) -> AutoPipeline:
+        """This client's commands, those that concurrent tasks issue in one turn of the
+        event loop sent as one pipeline (:mod:`geofailover_core.asyncio.batch`):
+        ``await client.auto_pipeline.get("k")``."""
+        return AutoPipeline(self)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         """Return every connection and give back this client's share of the engine

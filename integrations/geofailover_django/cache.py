@@ -86,12 +86,15 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
     # Keys, values and timeouts go through the sync client's own make_key, encode
     # and decode, so the two paths read and write the very same bytes.
 
-    async def _geo(self, work: Callable[[AsyncFailoverRedis], Awaitable[Any]], then: Callable[[Any], Any] | None = None) -> Any:
+    async def _geo(self, work: Callable[[Any], Awaitable[Any]], then: Callable[[Any], Any] | None = None, *, batched: bool = False) -> Any:
         """``work``'s result (passed through ``then``) under the sync methods' error policy:
-        a Redis error is None with IGNORE_EXCEPTIONS (logged once per outage), else raised."""
+        a Redis error is None with IGNORE_EXCEPTIONS (logged once per outage), else raised.
+        ``batched``: ``work`` gets the client's auto-pipeline, so the single commands of
+        concurrent requests share round trips."""
         binding = self.geofailover_binding()
+        client = binding.loops.get()
         try:
-            result = await work(binding.loops.get())
+            result = await work(client.auto_pipeline if batched else client)
         except REDIS_ERRORS as exc:
             if not self._ignore_exceptions:
                 raise
@@ -104,21 +107,21 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         client = self.client
         name = client.make_key(key, version=version)
-        value = await self._geo(lambda r: r.get(name))
+        value = await self._geo(lambda r: r.get(name), batched=True)
         return default if value is None else client.decode(value)
 
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         client = self.client
         names = {client.make_key(key, version=version): key for key in keys}
-        values = await self._geo(lambda r: r.mget(*names)) if names else None
+        values = await self._geo(lambda r: r.mget(*names), batched=True) if names else None
         return {names[name]: client.decode(v) for name, v in zip(names, values or (), strict=False) if v is not None}
 
     async def ahas_key(self, key: Any, version: int | None = None) -> bool | None:
         name = self.client.make_key(key, version=version)
-        return await self._geo(lambda r: r.exists(name), lambda found: found == 1)  # type: ignore[no-any-return]
+        return await self._geo(lambda r: r.exists(name), lambda found: found == 1, batched=True)  # type: ignore[no-any-return]
 
     async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, nx: bool = False, xx: bool = False) -> bool | None:
-        return await self._geo(lambda r: self._aset(r, key, value, timeout, version, nx, xx))  # type: ignore[no-any-return]
+        return await self._geo(lambda r: self._aset(r, key, value, timeout, version, nx, xx), batched=True)  # type: ignore[no-any-return]
 
     async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool | None:
         return await self.aset(key, value, timeout, version, nx=True)
@@ -145,16 +148,16 @@ class GeoFailoverCache(RedisCache):  # type: ignore[misc]
 
     async def adelete(self, key: Any, version: int | None = None) -> bool | None:
         name = self.client.make_key(key, version=version)
-        return await self._geo(lambda r: r.delete(name), bool)  # type: ignore[no-any-return]
+        return await self._geo(lambda r: r.delete(name), bool, batched=True)  # type: ignore[no-any-return]
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> int | None:
         names = [self.client.make_key(key, version=version) for key in keys]
-        return await self._geo(lambda r: r.delete(*names)) if names else 0
+        return await self._geo(lambda r: r.delete(*names), batched=True) if names else 0
 
     async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool | None:
         name = self.client.make_key(key, version=version)
         timeout = self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout
-        return await self._geo(lambda r: r.persist(name) if timeout is None else r.pexpire(name, int(timeout * 1000)), bool)  # type: ignore[no-any-return]
+        return await self._geo(lambda r: r.persist(name) if timeout is None else r.pexpire(name, int(timeout * 1000)), bool, batched=True)  # type: ignore[no-any-return]
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None, ignore_key_check: bool = False) -> int | None:
         return await self._geo(lambda r: self._aincr(r, self.client.make_key(key, version=version), delta, ignore_key_check))  # type: ignore[no-any-return]
