@@ -43,6 +43,14 @@ async def test_concurrent_commands_share_one_round_trip_and_each_gets_its_reply(
     assert await batch.get("k7") == "7" and pipelines == [50, 51], "a command alone in its turn goes alone"
 
 
+async def test_one_callers_bad_arguments_fail_only_that_caller(two, make_async) -> None:
+    client = make_async(two, decode_responses=True)
+    batch = client.auto_pipeline
+    replies = await asyncio.gather(batch.set("good", 1), batch.set("bad", None), batch.get("good"), return_exceptions=True)
+    assert replies[0] is True and isinstance(replies[1], redis.exceptions.DataError)
+    assert await client.get("good") == "1" and client.geofailover.active == "a"
+
+
 async def test_a_cancelled_caller_leaves_the_others_served(two, make_async) -> None:
     client = make_async(two, decode_responses=True)
     batch = client.auto_pipeline

@@ -13,7 +13,9 @@ follows the retry policy exactly as if it had been sent alone. When the
 batch fails as a whole (its endpoint died under it) and the pipeline could
 not re-send it (a write whose reply was lost is in it), each command that the
 retry policy allows to be re-sent is re-sent alone; the others get the error,
-as they would have alone.
+as they would have alone. One command's bad arguments (a ``DataError`` while
+packing, before anything is sent) send every command alone, so only its
+caller sees the error.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+import redis.exceptions
 from redis.commands.core import AsyncCoreCommands
 
 from ..commands import Failure, classify, retry_allowed
@@ -87,7 +90,10 @@ class AutoPipeline(AsyncCoreCommands):  # type: ignore[misc]
             raise
         except Exception as exc:  # noqa: BLE001 - the batch failed as a whole: per command, as if alone
             policy = self._client.geofailover.config.retry_on_failover
-            again = [queued for queued in batch if retry_allowed(policy, [str(queued[0][0])], exc)]
+            if isinstance(exc, redis.exceptions.DataError):  # one command's arguments, refused before anything was sent
+                again = batch
+            else:
+                again = [queued for queued in batch if retry_allowed(policy, [str(queued[0][0])], exc)]
             for _, _, future in batch:
                 if not future.done() and all(future is not f for _, _, f in again):
                     future.set_exception(exc)
