@@ -28,9 +28,15 @@ class Failure(enum.Enum):
     CONCLUSIVE = 2  # the endpoint is down beyond doubt: open the breaker now
 
 
-# Replies that say the server cannot serve now; UNBLOCKED ends a blocking wait when the
-# server's role changed under it (``REPLICAOF``).
-_SERVER_STATE_PREFIXES = ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "UNBLOCKED")
+# Replies that say the server cannot serve now.
+_SERVER_STATE_PREFIXES = ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
+
+
+def _role_changed(exc: BaseException) -> bool:
+    """The reply that ends a blocking wait when the server became a replica under it
+    (not ``CLIENT UNBLOCK ... ERROR``, an operator's or the application's own doing)."""
+    text = str(exc)
+    return text.startswith("UNBLOCKED") and "instance state changed" in text
 _REFUSED = (ConnectionRefusedError, FileNotFoundError)
 _REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENOENT, errno.ENETUNREACH, errno.EHOSTUNREACH})
 
@@ -72,7 +78,7 @@ def classify(exc: BaseException, command: str | None = None) -> Failure:
         return Failure.COUNT
     if isinstance(exc, (rex.ConnectionError, OSError)):
         return Failure.CONCLUSIVE if _refused(exc) else Failure.COUNT
-    if isinstance(exc, rex.ReadOnlyError) or str(exc).startswith(("READONLY", "UNBLOCKED")):
+    if isinstance(exc, rex.ReadOnlyError) or str(exc).startswith("READONLY") or _role_changed(exc):
         # A member that became a replica will refuse every write until an operator acts,
         # however many reads succeed in between (they would reset a count): leave it now,
         # as redis-py's Sentinel client does. The refused write was not applied.
@@ -87,7 +93,9 @@ def classify(exc: BaseException, command: str | None = None) -> Failure:
 def refuses_service(exc: BaseException) -> bool:
     """True when a reply says the server cannot serve now (a role change, loading, out of
     memory): a long-lived consumer reconnects on it rather than dying of an error reply."""
-    return isinstance(exc, rex.ResponseError) and (classify(exc) is not Failure.IGNORE or isinstance(exc, rex.OutOfMemoryError))
+    return isinstance(exc, rex.ResponseError) and (
+        classify(exc) is not Failure.IGNORE or isinstance(exc, rex.OutOfMemoryError) or str(exc).startswith("UNBLOCKED")
+    )
 
 
 _REJECTION_PREFIXES = {"NOAUTH": "rejects our credentials", "WRONGPASS": "rejects our credentials", "NOPERM": "denies our user this command (ACL)"}

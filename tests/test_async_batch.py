@@ -51,6 +51,37 @@ async def test_one_callers_bad_arguments_fail_only_that_caller(two, make_async) 
     assert await client.get("good") == "1" and client.geofailover.active == "a"
 
 
+async def test_a_blocking_command_is_never_batched(two, make_async, pipelines) -> None:
+    client = make_async(two, decode_responses=True)
+    batch = client.auto_pipeline
+    await client.set("k", "v")
+    waiting = asyncio.ensure_future(batch.blpop(["jobs"], timeout=0))
+    await until(lambda: two[0].client().info("clients")["blocked_clients"] == 1)
+    gets = asyncio.gather(*(batch.get("k") for _ in range(3)))
+    assert await asyncio.wait_for(gets, 5) == ["v"] * 3, "not held behind the BLPOP"
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await until(lambda: two[0].client().info("clients")["blocked_clients"] == 0)
+    two[0].client().rpush("jobs", "job")
+    assert await client.lpop("jobs") == "job", "the cancelled wait took nothing"
+    assert pipelines == [3]
+
+
+async def test_a_timeout_without_a_switch_is_not_resent(two, make_async) -> None:
+    client = make_async(two, socket_timeout=0.3, failure_threshold=100, health_checks=[lambda ctx: True])
+    batch = client.auto_pipeline
+    await batch.ping()
+    two[0].freeze()
+    try:
+        replies = await asyncio.gather(*(batch.get("k") for _ in range(3)), return_exceptions=True)
+    finally:
+        two[0].thaw()
+    assert all(isinstance(r, redis.exceptions.TimeoutError) for r in replies), replies
+    assert client.geofailover.active == "a"
+    assert client.geofailover.status()["endpoints"][0]["counters"]["command_failures"] == 1, "one batch, one failure, no re-sends"
+
+
 async def test_a_cancelled_caller_leaves_the_others_served(two, make_async) -> None:
     client = make_async(two, decode_responses=True)
     batch = client.auto_pipeline

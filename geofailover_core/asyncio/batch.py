@@ -12,8 +12,9 @@ its caller. A reply that says the server refused to serve (``READONLY``,
 follows the retry policy exactly as if it had been sent alone. When the
 batch fails as a whole (its endpoint died under it) and the pipeline could
 not re-send it (a write whose reply was lost is in it), each command that the
-retry policy allows to be re-sent is re-sent alone; the others get the error,
-as they would have alone. One command's bad arguments (a ``DataError`` while
+retry policy allows is re-sent alone once traffic has moved; the others get
+the error, as they would have alone. Blocking commands (``BLPOP``...) are
+never batched. One command's bad arguments (a ``DataError`` while
 packing, before anything is sent) send every command alone, so only its
 caller sees the error.
 """
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import redis.exceptions
 from redis.commands.core import AsyncCoreCommands
 
-from ..commands import Failure, classify, retry_allowed
+from ..commands import BLOCKING, Failure, classify, retry_allowed
 
 if TYPE_CHECKING:
     from .client import AsyncFailoverRedis
@@ -48,6 +49,10 @@ class AutoPipeline(AsyncCoreCommands):  # type: ignore[misc]
         self._tasks: set[asyncio.Task[None]] = set()  # strong references while batches run
 
     def execute_command(self, *args: Any, **options: Any) -> Awaitable[Any]:
+        if args and str(args[0]).upper() in BLOCKING:
+            # A server-side wait would hold every command batched after it, and once sent it
+            # cannot be taken back; alone, a cancelled caller drops its connection as usual.
+            return self._client.execute_command(*args, **options)  # type: ignore[no-any-return]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._queue:
@@ -78,7 +83,15 @@ class AutoPipeline(AsyncCoreCommands):  # type: ignore[misc]
             future.set_result(result)
 
     async def _send(self, batch: list[_Queued]) -> None:
-        batch = [queued for queued in batch if not queued[2].done()]
+        try:
+            await self._send_batch([queued for queued in batch if not queued[2].done()])
+        finally:  # whatever went wrong, no caller is left waiting
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(RuntimeError("geofailover: the auto-pipeline batch ended without a reply for this command"))
+
+    async def _send_batch(self, batch: list[_Queued]) -> None:
+        generation = self._client.geofailover.generation
         pipe = self._client.pipeline(transaction=False)
         for args, options, _ in batch:
             pipe.execute_command(*args, **options)
@@ -90,8 +103,10 @@ class AutoPipeline(AsyncCoreCommands):  # type: ignore[misc]
             raise
         except Exception as exc:  # noqa: BLE001 - the batch failed as a whole: per command, as if alone
             policy = self._client.geofailover.config.retry_on_failover
-            if isinstance(exc, redis.exceptions.DataError):  # one command's arguments, refused before anything was sent
+            if isinstance(exc, redis.exceptions.DataError):  # one command's arguments: nothing was sent
                 again = batch
+            elif self._client.geofailover.generation == generation:  # no switch: alone, none would be re-sent
+                again = []
             else:
                 again = [queued for queued in batch if retry_allowed(policy, [str(queued[0][0])], exc)]
             for _, _, future in batch:
