@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ sys.path += [str(ROOT), str(ROOT / "integrations")]  # after $PYTHONPATH, as for
 
 import redis  # noqa: E402
 
-from geofailover_core.testing import RedisServer  # noqa: E402
+from geofailover_core.testing import RedisServer, stop_process_group  # noqa: E402
 
 SCHEMES = ("redis", "geofailover")
 
@@ -204,15 +203,7 @@ class Bench:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+    stop_process_group(proc)
 
 
 ONE_QUEUE = lambda i: {"queue": "q0"}  # noqa: E731

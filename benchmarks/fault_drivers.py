@@ -46,6 +46,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from geofailover_core.testing import stop_process_group
+
 HERE = Path(__file__).resolve().parent
 
 Record = list[Any]  # [start, end, value or None, error type or None]
@@ -486,14 +488,8 @@ class Celery(Surface):
 
     def close(self) -> None:
         worker, self.worker = self.worker, None
-        if worker is not None and worker.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(5)
+        if worker is not None:
+            stop_process_group(worker)
         if self.app is not None:
             # Quiet the result consumer before the engines close: otherwise the AsyncResults dropped
             # below unsubscribe through a closed engine, and the backend's connection retries

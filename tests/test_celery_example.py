@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import pytest
 
 pytest.importorskip("celery")
 
-from geofailover_core.testing import RedisServer, wait_until
+from geofailover_core.testing import RedisServer, stop_process_group, wait_until
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "example_projects" / "celery_app"
 
@@ -52,8 +51,7 @@ def test_a_second_producer_run_counts_only_its_own_tasks(redis_server_factory: C
                                  cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=60)
             assert "sent=10 completed=10/10 lost=0 duplicates=0" in run.stdout, run.stdout + run.stderr
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(15)
+        stop_process_group(worker)
     assert not list(EXAMPLE.glob("runs.log")), "nothing written into the source tree"
 
 

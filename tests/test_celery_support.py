@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -28,7 +27,7 @@ import pytest
 pytest.importorskip("celery")
 
 from geofailover_core import registry
-from geofailover_core.testing import RedisServer, wait_until
+from geofailover_core.testing import RedisServer, stop_process_group, wait_until
 
 # Tight engine timings so every fault costs a fraction of a second.
 FAST: dict[str, Any] = {
@@ -248,17 +247,8 @@ class Worker:
 
     def stop(self, timeout: float = 15.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        if proc is not None:
+            stop_process_group(proc, timeout)
 
     def lines(self, pattern: str) -> list[tuple[float, str]]:
         """(timestamp, line) of log lines matching ``pattern``."""

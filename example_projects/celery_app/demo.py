@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ def main() -> int:
     parser.add_argument("--fast", action="store_true", help="tight timings (CI smoke test)")
     args = parser.parse_args()
 
-    from geofailover_core.testing import RedisServer, wait_until
+    from geofailover_core.testing import RedisServer, stop_process_group, wait_until
 
     durable = ("--appendonly", "yes", "--appendfsync", "always")
     workdir = Path(tempfile.mkdtemp(prefix="geofailover-celery-demo-"))
@@ -79,12 +78,8 @@ def main() -> int:
                 print("  " + line.split("] ", 1)[-1])
         return code
     finally:
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        if worker is not None:
+            stop_process_group(worker)
         primary.close()
         secondary.close()
 

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .binary import ServerBinary, find_redis_server
     from .fake_rest import CertificateAuthority, FakeBdb, FakeRestServer, RecordedRequest
     from .netns import IptablesFaults, enter_private_netns
+    from .process import stop_process_group
     from .proxy import FaultProxy
     from .server import RedisServer, start_all
     from .waiting import wait_until
@@ -71,6 +72,7 @@ __all__ = [
     "enter_private_netns",
     "find_redis_server",
     "start_all",
+    "stop_process_group",
     "wait_until",
 ]
 
@@ -86,6 +88,7 @@ _LOCATIONS = {
     "enter_private_netns": ".netns",
     "find_redis_server": ".binary",
     "start_all": ".server",
+    "stop_process_group": ".process",
     "wait_until": ".waiting",
 }
 
